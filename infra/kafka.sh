@@ -1,0 +1,440 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka broker (KRaft, combined broker + controller) on 127.0.0.1,
+# run from the Apache Kafka jars on Maven Central: no Docker, no Kafka download by hand.
+# Needs bash, java (17+), mvn (first run, to resolve the jars) and python3 (readiness check).
+#
+#   infra/kafka.sh up                start (resolve jars, format once, wait until it serves)
+#   infra/kafka.sh down [--purge]    stop the broker this script started; --purge wipes its data
+#   infra/kafka.sh down --kill       SIGKILL it at once (chaos tests)
+#   infra/kafka.sh restart           down + up, keeping the data
+#   infra/kafka.sh status            exit 0 serving, 1 process up but not serving, 3 not running
+#   infra/kafka.sh logs [-f] [-n N]  show (or follow) its log
+#   infra/kafka.sh jars              only resolve the jars into the cache
+#
+# Environment (all optional):
+#   KAFKA_VERSION=3.9.1          Apache Kafka version (3.x and 4.x are both supported)
+#   KAFKA_PORT=9092              client (PLAINTEXT) port on 127.0.0.1
+#   KAFKA_CONTROLLER_PORT        KRaft controller port (default KAFKA_PORT + 1)
+#   KAFKA_HOME_DIR               run dir: data, config, pid, log (default infra/.run/kafka-PORT)
+#   KAFKA_CACHE_DIR              jar cache (default infra/.cache; jars in kafka-VERSION/)
+#   KAFKA_AUTO_CREATE_TOPICS     auto.create.topics.enable (default false: declare topics)
+#   KAFKA_OVERRIDES              extra "key=value key=value" broker properties (last wins)
+#   KAFKA_HEAP_OPTS              default "-Xms128m -Xmx512m"; KAFKA_JVM_OPTS: more JVM flags
+#   KAFKA_START_TIMEOUT=120      seconds to wait for metadata; KAFKA_STOP_TIMEOUT=30 before SIGKILL
+#   PYTHON                       interpreter for infra/kafka_ready.py (default python3)
+set -Eeuo pipefail
+
+INFRA_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+KAFKA_VERSION=${KAFKA_VERSION:-3.9.1}
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_HOST=127.0.0.1
+KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-120}
+KAFKA_STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
+KAFKA_AUTO_CREATE_TOPICS=${KAFKA_AUTO_CREATE_TOPICS:-false}
+KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
+KAFKA_JVM_OPTS=${KAFKA_JVM_OPTS:-}
+KAFKA_OVERRIDES=${KAFKA_OVERRIDES:-}
+MDEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+
+log() { printf 'kafka.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ $KAFKA_VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "KAFKA_VERSION must look like 3.9.1, got '$KAFKA_VERSION'"
+KAFKA_MAJOR=${KAFKA_VERSION%%.*}
+valid_port() { [[ $1 =~ ^[0-9]{1,5}$ ]] && (($1 > 0 && $1 < 65536)); }
+valid_port "$KAFKA_PORT" || die "bad KAFKA_PORT '$KAFKA_PORT'"
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
+valid_port "$KAFKA_CONTROLLER_PORT" || die "bad KAFKA_CONTROLLER_PORT '$KAFKA_CONTROLLER_PORT'"
+((KAFKA_CONTROLLER_PORT != KAFKA_PORT)) || die "KAFKA_CONTROLLER_PORT must differ from KAFKA_PORT"
+
+RUN_DIR=${KAFKA_HOME_DIR:-$INFRA_DIR/.run/kafka-$KAFKA_PORT}
+CACHE_DIR=${KAFKA_CACHE_DIR:-$INFRA_DIR/.cache}
+LIB_DIR=$CACHE_DIR/kafka-$KAFKA_VERSION
+DATA_DIR=$RUN_DIR/data
+PID_FILE=$RUN_DIR/kafka.pid
+LOG_FILE=$RUN_DIR/kafka.log
+LOCK_DIR=$RUN_DIR/.lock
+BOOTSTRAP=$KAFKA_HOST:$KAFKA_PORT
+MARKER=-Dpixelpipe.kafka.home=$RUN_DIR
+JAVA=java
+[[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]] && JAVA=$JAVA_HOME/bin/java
+PYTHON=${PYTHON:-$(command -v python3 || command -v python || true)}
+
+# ---------------------------------------------------------------------------------- helpers
+
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH ($2)"; }
+
+# alive PID: the process exists and is not a zombie.
+alive() {
+  local state=
+  kill -0 "$1" 2>/dev/null || return 1
+  if [[ -r /proc/$1/stat ]]; then
+    state=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || true
+  else
+    state=$(ps -o stat= -p "$1" 2>/dev/null | cut -c1) || true
+  fi
+  [[ $state != Z ]]
+}
+
+cmdline_of() {
+  if [[ -r /proc/$1/cmdline ]]; then
+    tr '\0' ' ' <"/proc/$1/cmdline"
+  else
+    ps -ww -o args= -p "$1" 2>/dev/null
+  fi
+}
+
+# is_ours PID: PID is a live java kafka.Kafka process started for this run dir.
+is_ours() {
+  local cmd
+  [[ $1 =~ ^[0-9]+$ ]] || return 1
+  alive "$1" || return 1
+  cmd=$(cmdline_of "$1") || return 1
+  [[ $cmd == *java* && $cmd == *" kafka.Kafka "* && $cmd == *"$MARKER "* ]]
+}
+
+# running_pid: prints the pid of our broker, or fails (and drops a stale pid file).
+running_pid() {
+  local pid
+  [[ -f $PID_FILE ]] || return 1
+  pid=$(<"$PID_FILE")
+  if is_ours "$pid"; then
+    printf '%s\n' "$pid"
+    return 0
+  fi
+  log "removing stale pid file $PID_FILE (pid '$pid' is not this broker)"
+  rm -f "$PID_FILE"
+  return 1
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/$KAFKA_HOST/$1") 2>/dev/null; }
+
+# serving [WAIT]: the broker answers a real Metadata request (falls back to the log line).
+serving() {
+  local wait=${1:-0}
+  if [[ -n $PYTHON ]]; then
+    "$PYTHON" "$INFRA_DIR/kafka_ready.py" --bootstrap "$BOOTSTRAP" --wait "$wait" --timeout 3 --quiet
+  else
+    grep -q 'Kafka Server started' "$LOG_FILE" 2>/dev/null && port_in_use "$KAFKA_PORT"
+  fi
+}
+
+version_lt() { [[ $1 != "$2" && $(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1) == "$1" ]]; }
+
+tail_log() {
+  local n=${1:-60}
+  if [[ -s $LOG_FILE ]]; then
+    log "last $n lines of $LOG_FILE:"
+    tail -n "$n" "$LOG_FILE" >&2
+  fi
+}
+
+release_lock() { rm -rf "$LOCK_DIR"; }
+
+acquire_lock() {
+  local holder deadline=$((SECONDS + KAFKA_START_TIMEOUT + KAFKA_STOP_TIMEOUT + 60))
+  mkdir -p "$RUN_DIR"
+  until mkdir "$LOCK_DIR" 2>/dev/null; do
+    holder=$(cat "$LOCK_DIR/pid" 2>/dev/null || true)
+    if [[ -n $holder ]] && ! kill -0 "$holder" 2>/dev/null; then
+      rm -rf "$LOCK_DIR"
+      continue
+    fi
+    ((SECONDS < deadline)) || die "timed out waiting for $LOCK_DIR (held by pid ${holder:-?})"
+    sleep 0.2
+  done
+  printf '%s\n' "$$" >"$LOCK_DIR/pid"
+  trap release_lock EXIT
+  trap 'exit 130' INT TERM
+}
+
+# -------------------------------------------------------------------------------- jars
+
+resolve_jars() {
+  local tmp
+  [[ -f $LIB_DIR/.complete ]] && return 0
+  need mvn "needed once to resolve Kafka $KAFKA_VERSION from Maven Central"
+  mkdir -p "$CACHE_DIR"
+  tmp=$(mktemp -d "$CACHE_DIR/.kafka-$KAFKA_VERSION.XXXXXX")
+  log "resolving Apache Kafka $KAFKA_VERSION jars from Maven Central into $LIB_DIR (first run only)"
+  if ! mvn -q -B -Dstyle.color=never -f "$INFRA_DIR/pom.xml" \
+    "-Dkafka.version=$KAFKA_VERSION" "-Dkafka.major=$KAFKA_MAJOR" \
+    "$MDEP_PLUGIN:copy-dependencies" -DincludeScope=runtime "-DoutputDirectory=$tmp" \
+    >"$tmp.mvn.log" 2>&1; then
+    cat "$tmp.mvn.log" >&2
+    rm -rf "$tmp" "$tmp.mvn.log"
+    die "mvn could not resolve org.apache.kafka:kafka_2.13:$KAFKA_VERSION (is the version on Maven Central?)"
+  fi
+  [[ -f $tmp/kafka_2.13-$KAFKA_VERSION.jar ]] || { rm -rf "$tmp" "$tmp.mvn.log"; die "kafka_2.13-$KAFKA_VERSION.jar missing after resolution"; }
+  rm -f "$tmp.mvn.log"
+  touch "$tmp/.complete"
+  if [[ -d $LIB_DIR ]]; then
+    rm -rf "$tmp" # another run won the race
+  else
+    mv "$tmp" "$LIB_DIR" 2>/dev/null || rm -rf "$tmp"
+  fi
+  [[ -f $LIB_DIR/.complete ]] || die "jar cache $LIB_DIR is incomplete; remove it and retry"
+}
+
+# ------------------------------------------------------------------------------ config
+
+# Kafka 4.x logs through log4j2, 3.x through the log4j 1.x API (reload4j).
+if ((KAFKA_MAJOR >= 4)); then
+  LOG_OPT=-Dlog4j2.configurationFile=$RUN_DIR/log4j2.properties
+else
+  LOG_OPT=-Dlog4j.configuration=file:$RUN_DIR/log4j.properties
+fi
+
+write_config() {
+  local kv
+  mkdir -p "$DATA_DIR"
+  {
+    echo "# written by infra/kafka.sh on every start: edit KAFKA_OVERRIDES, not this file"
+    echo "process.roles=broker,controller"
+    echo "node.id=1"
+    echo "controller.quorum.voters=1@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
+    echo "listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
+    echo "advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT"
+    echo "inter.broker.listener.name=PLAINTEXT"
+    echo "controller.listener.names=CONTROLLER"
+    echo "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    echo "log.dirs=$DATA_DIR"
+    echo "num.partitions=1"
+    echo "default.replication.factor=1"
+    echo "min.insync.replicas=1"
+    echo "auto.create.topics.enable=$KAFKA_AUTO_CREATE_TOPICS"
+    echo "offsets.topic.replication.factor=1"
+    echo "offsets.topic.num.partitions=1"
+    echo "transaction.state.log.replication.factor=1"
+    echo "transaction.state.log.min.isr=1"
+    echo "transaction.state.log.num.partitions=1"
+    echo "group.initial.rebalance.delay.ms=0"
+    if ((KAFKA_MAJOR >= 4)); then
+      echo "share.coordinator.state.topic.replication.factor=1"
+      echo "share.coordinator.state.topic.min.isr=1"
+    fi
+    for kv in $KAFKA_OVERRIDES; do
+      [[ $kv == *=* ]] || die "KAFKA_OVERRIDES item '$kv' is not key=value"
+      echo "$kv"
+    done
+  } >"$RUN_DIR/server.properties"
+
+  if ((KAFKA_MAJOR >= 4)); then
+    cat >"$RUN_DIR/log4j2.properties" <<'EOF'
+status = warn
+name = pixelpipe-kafka
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+EOF
+  else
+    cat >"$RUN_DIR/log4j.properties" <<'EOF'
+log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.state.change.logger=WARN
+log4j.logger.kafka.request.logger=WARN
+EOF
+  fi
+}
+
+kafka_java() {
+  # shellcheck disable=SC2086 # KAFKA_HEAP_OPTS / KAFKA_JVM_OPTS are word lists on purpose
+  "$JAVA" $KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS "$LOG_OPT" -Djava.awt.headless=true -cp "$LIB_DIR/*" "$@"
+}
+
+# format_once: format the KRaft data dir (static quorum) unless it already is.
+format_once() {
+  local cluster_id formatted
+  if [[ -f $DATA_DIR/meta.properties ]]; then
+    formatted=$(cat "$RUN_DIR/formatted.version" 2>/dev/null || echo unknown)
+    if [[ $formatted != unknown ]] && version_lt "$KAFKA_VERSION" "$formatted"; then
+      die "$DATA_DIR was formatted by Kafka $formatted and cannot be run by older $KAFKA_VERSION: use 'down --purge' or another KAFKA_HOME_DIR"
+    fi
+    return 0
+  fi
+  cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>>"$LOG_FILE" | tail -n1)
+  [[ $cluster_id =~ ^[A-Za-z0-9_-]{22}$ ]] || { tail_log 30; die "StorageTool random-uuid gave '$cluster_id'"; }
+  log "formatting $DATA_DIR (cluster id $cluster_id, Kafka $KAFKA_VERSION)"
+  if ! kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$RUN_DIR/server.properties" >>"$LOG_FILE" 2>&1; then
+    tail_log 30
+    die "formatting $DATA_DIR failed"
+  fi
+  printf '%s\n' "$KAFKA_VERSION" >"$RUN_DIR/formatted.version"
+}
+
+stop_pid() {
+  local pid=$1 signal=${2:-TERM} deadline
+  kill "-$signal" "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + KAFKA_STOP_TIMEOUT))
+  while alive "$pid"; do
+    if ((SECONDS >= deadline)) && [[ $signal != KILL ]]; then
+      log "pid $pid still running after ${KAFKA_STOP_TIMEOUT}s: SIGKILL"
+      signal=KILL
+      kill -KILL "$pid" 2>/dev/null || true
+      deadline=$((SECONDS + 15))
+    elif ((SECONDS >= deadline)); then
+      die "pid $pid survived SIGKILL"
+    fi
+    sleep 0.2
+  done
+}
+
+# ---------------------------------------------------------------------------- commands
+
+cmd_up() {
+  local pid running_version deadline
+  need "$JAVA" "install a Java 17+ runtime"
+  resolve_jars
+  acquire_lock
+  if pid=$(running_pid); then
+    running_version=$(cat "$RUN_DIR/running.version" 2>/dev/null || echo unknown)
+    if [[ $running_version != "$KAFKA_VERSION" ]]; then
+      die "a Kafka $running_version broker (pid $pid) already runs from $RUN_DIR; asked for $KAFKA_VERSION: run 'down' first"
+    fi
+    if serving "$KAFKA_START_TIMEOUT"; then
+      log "already running: Kafka $running_version, pid $pid, bootstrap $BOOTSTRAP ($RUN_DIR)"
+      echo "$BOOTSTRAP"
+      return 0
+    fi
+    tail_log
+    die "pid $pid runs from $RUN_DIR but does not serve metadata on $BOOTSTRAP"
+  fi
+  port_in_use "$KAFKA_PORT" && die "$BOOTSTRAP is already taken by another process (not a broker started from $RUN_DIR)"
+  port_in_use "$KAFKA_CONTROLLER_PORT" && die "$KAFKA_HOST:$KAFKA_CONTROLLER_PORT (controller port) is already taken by another process"
+
+  write_config
+  [[ -f $LOG_FILE ]] && mv -f "$LOG_FILE" "$LOG_FILE.1"
+  : >"$LOG_FILE"
+  format_once
+
+  log "starting Kafka $KAFKA_VERSION on $BOOTSTRAP (controller $KAFKA_HOST:$KAFKA_CONTROLLER_PORT, run dir $RUN_DIR)"
+  local -a launcher=()
+  command -v setsid >/dev/null 2>&1 && launcher=(setsid)
+  # shellcheck disable=SC2086 # word lists on purpose
+  nohup "${launcher[@]}" "$JAVA" $KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS \
+    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+    -Djava.awt.headless=true "-Dkafka.logs.dir=$RUN_DIR" "$LOG_OPT" "$MARKER" \
+    -cp "$LIB_DIR/*" kafka.Kafka "$RUN_DIR/server.properties" \
+    >>"$LOG_FILE" 2>&1 </dev/null &
+  pid=$!
+  printf '%s\n' "$pid" >"$PID_FILE"
+  printf '%s\n' "$KAFKA_VERSION" >"$RUN_DIR/running.version"
+
+  deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+  while :; do
+    if ! alive "$pid"; then
+      rm -f "$PID_FILE"
+      tail_log
+      die "the broker exited during start-up (log: $LOG_FILE)"
+    fi
+    if serving 0; then
+      break
+    fi
+    if ((SECONDS >= deadline)); then
+      tail_log
+      log "not serving metadata on $BOOTSTRAP after ${KAFKA_START_TIMEOUT}s: stopping pid $pid"
+      stop_pid "$pid"
+      rm -f "$PID_FILE"
+      die "start-up timed out"
+    fi
+    sleep 0.5
+  done
+  if ! is_ours "$pid"; then
+    die "pid $pid serves $BOOTSTRAP but does not look like the broker this script started"
+  fi
+  log "serving: Kafka $KAFKA_VERSION, pid $pid, bootstrap $BOOTSTRAP in ${SECONDS}s"
+  echo "$BOOTSTRAP"
+}
+
+cmd_down() {
+  local purge=0 signal=TERM pid
+  while (($#)); do
+    case $1 in
+      --purge) purge=1 ;;
+      --kill) signal=KILL ;;
+      *) die "down: unknown option '$1'" ;;
+    esac
+    shift
+  done
+  [[ -d $RUN_DIR ]] || { log "not running (no run dir $RUN_DIR)"; return 0; }
+  acquire_lock
+  if pid=$(running_pid); then
+    log "stopping Kafka pid $pid ($RUN_DIR) with SIG$signal"
+    stop_pid "$pid" "$signal"
+    rm -f "$PID_FILE" "$RUN_DIR/running.version"
+    log "stopped"
+  else
+    log "not running ($RUN_DIR)"
+  fi
+  if ((purge)); then
+    log "purging data in $RUN_DIR"
+    rm -rf "$DATA_DIR"
+    rm -f "$RUN_DIR/formatted.version" "$RUN_DIR/server.properties" "$RUN_DIR/log4j.properties" "$RUN_DIR/log4j2.properties"
+  fi
+}
+
+cmd_status() {
+  local pid version
+  if ! pid=$(running_pid 2>/dev/null); then
+    echo "stopped: no broker started from $RUN_DIR"
+    return 3
+  fi
+  version=$(cat "$RUN_DIR/running.version" 2>/dev/null || echo unknown)
+  if serving 0; then
+    echo "running: Kafka $version, pid $pid, bootstrap $BOOTSTRAP, run dir $RUN_DIR"
+    return 0
+  fi
+  echo "starting or unhealthy: Kafka $version, pid $pid runs but does not serve metadata on $BOOTSTRAP"
+  return 1
+}
+
+cmd_logs() {
+  local follow=0 lines=200
+  while (($#)); do
+    case $1 in
+      -f | --follow) follow=1 ;;
+      -n) lines=${2:?-n needs a number}; shift ;;
+      *) die "logs: unknown option '$1'" ;;
+    esac
+    shift
+  done
+  [[ -f $LOG_FILE ]] || die "no log yet at $LOG_FILE"
+  if ((follow)); then
+    exec tail -n "$lines" -F "$LOG_FILE"
+  fi
+  tail -n "$lines" "$LOG_FILE"
+}
+
+usage() { sed -n '2,28p' "${BASH_SOURCE[0]}" | sed -e 's/^# \{0,1\}//'; }
+
+main() {
+  local cmd=${1:-}
+  (($#)) && shift
+  case $cmd in
+    up | start) cmd_up "$@" ;;
+    down | stop) cmd_down "$@" ;;
+    restart)
+      [[ ${1:-} == --purge ]] && die "restart keeps the data: use 'down --purge' then 'up'"
+      cmd_down "$@"
+      release_lock
+      trap - EXIT
+      cmd_up
+      ;;
+    status) cmd_status "$@" ;;
+    logs | log) cmd_logs "$@" ;;
+    jars) resolve_jars && echo "$LIB_DIR" ;;
+    -h | --help | help) usage ;;
+    *) usage >&2; exit 2 ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,3 @@
+"""pixelpipe: a fault-tolerant image-processing pipeline on Apache Kafka."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,213 @@
+"""The processing path of one upload: decode, check the source, render, store, decide.
+
+``UploadProcessor.process`` never raises for anything an event can cause: it returns either a
+``Processed`` (the processed-image event to publish) or a ``DeadLettered`` (the dead letter).
+Only a bug in this module itself could escape, and the agent treats that as fatal for the
+worker (the event stays unacked and is redelivered), never as a reason to drop the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pixelpipe.errors import (
+    ChecksumMismatch,
+    ImageTooLarge,
+    InternalError,
+    PixelpipeError,
+)
+from pixelpipe.imaging import ImagePool, Limits, Operation, RenderResult, canonical_spec
+from pixelpipe.imaging import resolve_rendition as resolve_operations
+from pixelpipe.schemas import (
+    AttemptRecord,
+    DeadLetter,
+    ErrorInfo,
+    Origin,
+    ProcessedEvent,
+    RenditionRequest,
+    RenditionResult,
+    UploadEvent,
+    decode_upload,
+    original_of,
+    utc_now_iso,
+)
+from pixelpipe.streams.blobstore import LocalBlobStore, output_key, sha256_file
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif"}
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    event: ProcessedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    letter: DeadLetter
+    error: PixelpipeError
+
+
+Outcome = Processed | DeadLettered
+
+
+@dataclass(slots=True)
+class _Attempt:
+    started: float = field(default_factory=time.perf_counter)
+    first_failed_at: str | None = None
+
+
+class UploadProcessor:
+    """Runs uploads through the image pool and the blob store. One per worker process."""
+
+    def __init__(self, store: LocalBlobStore, pool: ImagePool, limits: Limits) -> None:
+        self.store = store
+        self.pool = pool
+        self.limits = limits
+
+    async def process(self, raw: bytes | None, origin: Origin, *, tier: str = "main") -> Outcome:
+        """The outcome of one attempt at the upload in ``raw`` read from ``origin``."""
+        started = time.perf_counter()
+        upload: UploadEvent | None = None
+        try:
+            upload = decode_upload(raw)
+            source_path = await self._check_source(upload)
+            results = await self._render_all(upload, source_path)
+        except PixelpipeError as error:
+            return self._dead_letter(raw, upload, error, origin, tier)
+        except Exception as exc:  # a bug below us: dead-letter it with the evidence
+            log.exception(
+                "unexpected error processing %s at %s[%d]@%d",
+                upload.event_id if upload else "?", origin.topic, origin.partition, origin.offset,
+            )
+            error = InternalError(f"{type(exc).__name__}: {exc}")
+            return self._dead_letter(raw, upload, error, origin, tier)
+        return Processed(
+            ProcessedEvent(
+                event_id=upload.event_id,
+                image_id=upload.image_id,
+                source_sha256=upload.source.sha256,
+                renditions=tuple(results),
+                attempts=1,
+                processing_ms=round((time.perf_counter() - started) * 1000, 3),
+                completed_at=utc_now_iso(),
+                attributes=upload.attributes,
+            )
+        )
+
+    # ----------------------------------------------------------------- steps
+
+    async def _check_source(self, upload: UploadEvent) -> Path:
+        path = self.store.open_source(upload.source.uri, max_bytes=self.limits.max_bytes)
+        size = path.stat().st_size
+        if upload.source.size > self.limits.max_bytes:
+            raise ImageTooLarge(
+                f"source declares {upload.source.size} bytes; the limit is "
+                f"{self.limits.max_bytes}",
+                processor="decode",
+            )
+        if size != upload.source.size:
+            raise ChecksumMismatch(
+                f"source is {size} bytes, the event says {upload.source.size}", processor="fetch"
+            )
+        # hashlib releases the GIL on large buffers: a thread keeps the event loop free.
+        actual = await asyncio.to_thread(sha256_file, path)
+        if actual != upload.source.sha256:
+            raise ChecksumMismatch(
+                f"source sha256 is {actual[:12]}..., the event says "
+                f"{upload.source.sha256[:12]}...",
+                processor="fetch",
+            )
+        return path
+
+    async def _render_all(self, upload: UploadEvent, source: Path) -> list[RenditionResult]:
+        # Validate every rendition before spending CPU on any of them.
+        plans = [(r, resolve_operations(r.preset, _operations(r))) for r in upload.renditions]
+        outcomes = await asyncio.gather(
+            *(self._render_one(upload, source, r, ops) for r, ops in plans),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [o for o in outcomes if isinstance(o, RenditionResult)]
+
+    async def _render_one(
+        self, upload: UploadEvent, source: Path, rendition: RenditionRequest,
+        operations: Sequence[Operation],
+    ) -> RenditionResult:
+        result: RenderResult = await self.pool.run(str(source), operations, self.limits)
+        key = output_key(upload.source.sha256, canonical_spec(operations), None)
+        stored = await asyncio.to_thread(
+            self.store.put_output, key, EXTENSIONS.get(result.format, result.format), result.data
+        )
+        return RenditionResult(
+            name=rendition.name,
+            uri=stored.uri,
+            sha256=stored.sha256,
+            size=stored.size,
+            width=result.width,
+            height=result.height,
+            format=result.format,
+            degraded=None,
+            skipped=tuple(result.skipped),
+        )
+
+    # ----------------------------------------------------------------- failure
+
+    def _dead_letter(
+        self,
+        raw: bytes | None,
+        upload: UploadEvent | None,
+        error: PixelpipeError,
+        origin: Origin,
+        tier: str,
+    ) -> DeadLettered:
+        now = utc_now_iso()
+        original = original_of(raw)
+        event_id = upload.event_id if upload else _event_id_of(original, origin)
+        image_id = upload.image_id if upload else _str_or_none(original.get("image_id"))
+        letter = DeadLetter(
+            event_id=event_id,
+            original=original,
+            error=ErrorInfo(
+                code=error.code,
+                class_=type(error).__name__,
+                message=str(error)[:2000],
+                processor=error.processor,
+                retryable=error.retryable,
+            ),
+            attempts=(AttemptRecord(at=now, code=error.code, tier=tier),),
+            origin=origin,
+            first_failed_at=now,
+            dead_lettered_at=now,
+            replays=upload.replays if upload else 0,
+            image_id=image_id,
+        )
+        return DeadLettered(letter=letter, error=error)
+
+
+def _operations(rendition: RenditionRequest) -> list[str | dict[str, object]] | None:
+    return None if rendition.operations is None else list(rendition.operations)
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _event_id_of(original: dict[str, object], origin: Origin) -> str:
+    """A malformed event's own event_id when it has one, else one derived from its offset.
+
+    Derived, not random: a redelivered copy of the same bad message gets the same id, so the
+    dead letter is idempotent like every other outcome.
+    """
+    given = _str_or_none(original.get("event_id"))
+    if given:
+        return given
+    return f"malformed:{origin.topic}:{origin.partition}:{origin.offset}"

@@ -1,0 +1,47 @@
+"""The worker's web endpoints: ``/health``, ``/ready`` and ``/status`` (JSON).
+
+Bound to loopback unless ``PIXELPIPE_WEB_HOST`` says otherwise (faust binds 0.0.0.0 by
+default); faust's own table views are off.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import faust
+
+from pixelpipe.streams.settings import Settings
+
+_STARTED = time.time()
+
+
+def register_web_views(app: faust.App, settings: Settings) -> None:
+    @app.page("/health")  # type: ignore[misc]
+    async def health(web: Any, request: Any) -> Any:
+        # Answering at all proves the event loop is not starved by CPU work.
+        return web.json({"status": "ok", "pid": os.getpid(), "uptime_s": time.time() - _STARTED})
+
+    @app.page("/ready")  # type: ignore[misc]
+    async def ready(web: Any, request: Any) -> Any:
+        assignment = app.consumer.assignment() if app.consumer else set()
+        body = {"ready": bool(app.started), "assigned_partitions": len(assignment)}
+        return web.json(body, status=200 if body["ready"] else 503)
+
+    @app.page("/status")  # type: ignore[misc]
+    async def status(web: Any, request: Any) -> Any:
+        assignment = sorted(
+            f"{tp.topic}:{tp.partition}" for tp in (app.consumer.assignment() or ())
+        ) if app.consumer else []
+        return web.json(
+            {
+                "app_id": settings.app_id,
+                "pid": os.getpid(),
+                "uptime_s": round(time.time() - _STARTED, 3),
+                "broker": settings.broker,
+                "workers": settings.workers,
+                "max_inflight": settings.max_inflight,
+                "assignment": assignment,
+            }
+        )

@@ -1,0 +1,76 @@
+"""Assemble a worker: the faust app, its topics, the image pool, the agents, the web views."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from pixelpipe.agents.pipeline import UploadProcessor
+from pixelpipe.agents.process import register_process_agent
+from pixelpipe.agents.web import register_web_views
+from pixelpipe.imaging import ImagePool, Limits
+from pixelpipe.streams.admin import ensure_topics
+from pixelpipe.streams.app import PipelineTopics, create_app, pipeline_topics
+from pixelpipe.streams.blobstore import LocalBlobStore
+from pixelpipe.streams.settings import Settings
+from pixelpipe.streams.topics import pipeline_topics as topic_specs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class WorkerParts:
+    app: faust.App
+    topics: PipelineTopics
+    pool: ImagePool
+    processor: UploadProcessor
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        max_pixels=settings.max_pixels, max_side=settings.max_side, max_bytes=settings.max_bytes
+    )
+
+
+def build_worker(settings: Settings) -> WorkerParts:
+    """The app with every agent and view attached; nothing is started yet."""
+    app = create_app(settings)
+    topics = pipeline_topics(app, settings)
+    pool = ImagePool(
+        workers=settings.workers,
+        task_timeout_s=settings.task_timeout_s,
+        memory_limit_mb=settings.worker_memory_mb or None,
+    )
+    processor = UploadProcessor(LocalBlobStore(settings.data_dir), pool, limits_of(settings))
+    register_process_agent(app, topics, processor, settings.max_inflight)
+    register_web_views(app, settings)
+
+    @app.on_after_configured.connect  # type: ignore[misc]
+    def _log_config(app: Any, **kwargs: Any) -> None:
+        log.info(
+            "pixelpipe worker: broker=%s data=%s workers=%d inflight=%d web=%s:%d",
+            settings.broker, settings.data_dir, settings.workers, settings.max_inflight,
+            settings.web_host, settings.web_port,
+        )
+
+    return WorkerParts(app=app, topics=topics, pool=pool, processor=processor)
+
+
+def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
+    """Declare the topics, then run a faust worker until SIGTERM/SIGINT. Blocks."""
+    asyncio.run(
+        ensure_topics(
+            settings.bootstrap_servers,
+            topic_specs(settings.topic_prefix, settings.upload_partitions),
+        )
+    )
+    parts = build_worker(settings)
+    worker = faust.Worker(parts.app, loglevel=loglevel, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        parts.pool.close()

@@ -1,0 +1,201 @@
+"""``pixelpipe demo``: the whole pipeline on the embedded default, start to finish.
+
+Starts the ``infra/`` broker unless one answers, a worker subprocess, publishes generated
+samples (some broken on purpose), a few hostile events (malformed JSON, an unknown schema, a
+path outside the store, a missing source), waits for every outcome, prints a table, and checks
+each outcome against what it should be. Exit 0 only when every outcome is as expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pixelpipe.demo.samples import Sample, make_samples
+from pixelpipe.schemas import to_dict, utc_now_iso
+from pixelpipe.streams.admin import ensure_topics
+from pixelpipe.streams.client import Outcome, Publisher
+from pixelpipe.streams.errors import BrokerUnavailable
+from pixelpipe.streams.settings import Settings
+from pixelpipe.streams.topics import pipeline_topics, uploads_topic
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KAFKA_SH = REPO_ROOT / "infra" / "kafka.sh"
+DEMO_RENDITIONS = [
+    {"name": "thumbnail", "preset": "thumbnail"},
+    {"name": "web", "operations": ["resize:width=800,height=800,fit=inside",
+                                   "format:type=webp,quality=80"]},
+]
+
+
+def _say(message: str) -> None:
+    print(f"[demo] {message}", file=sys.stderr, flush=True)
+
+
+async def _broker_answers(settings: Settings) -> bool:
+    try:
+        await ensure_topics(
+            settings.bootstrap_servers,
+            pipeline_topics(settings.topic_prefix, settings.upload_partitions),
+            timeout_s=5,
+        )
+    except BrokerUnavailable:
+        return False
+    return True
+
+
+def _start_local_broker(settings: Settings) -> bool:
+    if not KAFKA_SH.exists():
+        raise BrokerUnavailable(
+            f"no broker at {settings.bootstrap_servers} and no infra/kafka.sh to start one"
+        )
+    host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
+    if host not in ("127.0.0.1", "localhost"):
+        raise BrokerUnavailable(f"no broker answers at {settings.bootstrap_servers}")
+    _say(f"no broker at {settings.bootstrap_servers}: starting infra/kafka.sh up (port {port})")
+    env = dict(os.environ, KAFKA_PORT=port)
+    result = subprocess.run([str(KAFKA_SH), "up"], env=env, check=False)
+    if result.returncode != 0:
+        raise BrokerUnavailable("infra/kafka.sh up failed; see infra/kafka.sh logs")
+    return True
+
+
+def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PIXELPIPE_KAFKA=settings.broker, PIXELPIPE_DATA=str(settings.data_dir),
+               PIXELPIPE_APP_ID=settings.app_id, PIXELPIPE_TOPIC_PREFIX=settings.topic_prefix,
+               PIXELPIPE_WEB_PORT=str(settings.web_port))
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pixelpipe", "worker", "--loglevel", "info"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _hostile_events(store_root: Path) -> list[tuple[str, bytes, str]]:
+    """(label, raw message value, expected code) for events no image file can make."""
+    fake_sha = "0" * 64
+    base = {
+        "schema": "pixelpipe.upload/1", "image_id": "hostile", "submitted_at": utc_now_iso(),
+        "renditions": [{"name": "thumbnail", "preset": "thumbnail"}],
+        "source": {"uri": f"blob://sources/00/{fake_sha}", "sha256": fake_sha, "size": 10},
+    }
+    outside = dict(base, event_id=str(uuid.uuid4()),
+                   source=dict(base["source"], uri="file:///etc/passwd"))  # type: ignore[arg-type]
+    missing = dict(base, event_id=str(uuid.uuid4()))
+    unknown = dict(base, event_id=str(uuid.uuid4()), schema="pixelpipe.upload/99")
+    bad_preset = dict(base, event_id=str(uuid.uuid4()),
+                      renditions=[{"name": "x", "preset": "no-such-preset"}])
+    return [
+        ("not JSON at all", b"\x00\xffthis is { not json", "malformed_event"),
+        ("unknown schema pixelpipe.upload/99", orjson.dumps(unknown), "malformed_event"),
+        ("source file:///etc/passwd", orjson.dumps(outside), "forbidden_source"),
+        ("source blob that does not exist", orjson.dumps(missing), "source_missing"),
+        ("unknown preset", orjson.dumps(bad_preset), "invalid_operation"),
+    ]
+
+
+async def _run(settings: Settings, samples: list[Sample]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    async with Publisher(settings) as publisher:
+        await publisher.watch_outcomes()
+        pending: list[tuple[str, str, str, str]] = []  # label, what, expected, event_id
+        for sample in samples:
+            upload = await publisher.publish_file(sample.path, DEMO_RENDITIONS)
+            pending.append((sample.path.name, sample.what, sample.expect, upload.event_id))
+        for label, raw, expect in _hostile_events(settings.data_dir):
+            try:
+                event_id = orjson.loads(raw).get("event_id")
+            except orjson.JSONDecodeError:
+                event_id = None
+            partition, offset = await publisher.send_raw(
+                uploads_topic(settings.topic_prefix), b"hostile", raw
+            )
+            if event_id is None:
+                event_id = f"malformed:{uploads_topic(settings.topic_prefix)}:{partition}:{offset}"
+            pending.append((label, "hostile event", expect, event_id))
+        _say(f"published {len(pending)} events; waiting for their outcomes")
+        for label, what, expect, event_id in pending:
+            outcome: Outcome = await publisher.wait_for(event_id, timeout=300)
+            body = to_dict(outcome.event)
+            got = "processed" if outcome.status == "processed" else body["error"]["code"]
+            rows.append({"input": label, "what": what, "expected": expect, "got": got,
+                         "ok": got == expect, "event_id": event_id, "outcome": body})
+    return rows
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="pixelpipe demo: every upload ends processed or dead-lettered")
+    for column in ("input", "what", "result", "details", "as expected"):
+        table.add_column(column)
+    for row in rows:
+        body = row["outcome"]
+        if row["got"] == "processed":
+            details = ", ".join(
+                f"{r['name']}: {r['width']}x{r['height']} {r['format']} {r['size'] // 1024} KiB"
+                for r in body["renditions"]
+            )
+            result = "[green]processed[/green]"
+        else:
+            details = f"{body['error']['message'][:90]}"
+            result = f"[yellow]dead letter: {row['got']}[/yellow]"
+        table.add_row(row["input"], row["what"], result, details,
+                      "yes" if row["ok"] else f"[red]NO (expected {row['expected']})[/red]")
+    Console(soft_wrap=False, width=200).print(table)
+
+
+def run_demo(settings: Settings, *, keep_running: bool = False, photos: Path | None = None) -> int:
+    """Run the demo; return the process exit code."""
+    workdir = Path(".pixelpipe/demo")
+    started_broker = False
+    if not asyncio.run(_broker_answers(settings)):
+        started_broker = _start_local_broker(settings)
+        if not asyncio.run(_broker_answers(settings)):
+            raise BrokerUnavailable(f"the broker at {settings.bootstrap_servers} does not answer")
+    photos = photos or REPO_ROOT.parent / "shared" / "data" / "photos"
+    samples = make_samples(workdir / "samples", photos if photos.is_dir() else None)
+    _say(f"{len(samples)} sample files in {workdir / 'samples'}; starting a worker "
+         f"(log: {workdir / 'worker.log'})")
+    worker = _start_worker(settings, workdir / "worker.log")
+    began = time.monotonic()
+    try:
+        rows = asyncio.run(_run(settings, samples))
+    finally:
+        _stop(worker)
+        if started_broker and not keep_running:
+            _say("stopping the broker this demo started (infra/kafka.sh down)")
+            subprocess.run([str(KAFKA_SH), "down"], check=False,
+                           env=dict(os.environ, KAFKA_PORT=settings.bootstrap_servers.rpartition(":")[2]))
+    elapsed = time.monotonic() - began
+    _print_table(rows)
+    with (workdir / "results.jsonl").open("wb") as out:
+        for row in rows:
+            out.write(orjson.dumps(row) + b"\n")
+    processed = sum(r["got"] == "processed" for r in rows)
+    unexpected = [r for r in rows if not r["ok"]]
+    print(f"{processed} processed, {len(rows) - processed} dead-lettered, "
+          f"{len(unexpected)} unexpected, in {elapsed:.1f} s; outputs under {settings.data_dir}/outputs, "
+          f"results in {workdir / 'results.jsonl'}")
+    return 1 if unexpected else 0

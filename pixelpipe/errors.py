@@ -1,0 +1,198 @@
+"""The error tree of pixelpipe: every failure an event can meet, with a stable code.
+
+Each error knows its ``code`` (the string that travels in dead letters, headers and metrics)
+and whether it is ``retryable``. Lower libraries' errors (``cv2.error``, OpenCV's silent
+``None``, ``OSError``, aiokafka's errors) are translated into these at the edge, most specific
+first, with ``raise ... from exc``.
+
+    PixelpipeError                      root; never raised itself
+    ├── InputError                      the input's fault: never retried, never a processor failure
+    │   ├── MalformedEvent              malformed_event     not JSON, unknown schema, missing field
+    │   ├── ForbiddenSource             forbidden_source    URI outside the blob store
+    │   ├── UnsupportedFormat           unsupported_format  magic bytes not allowed
+    │   ├── CorruptImage                corrupt_image       decoder fails, truncated data
+    │   ├── ImageTooLarge               image_too_large     pixels or bytes over the limit
+    │   └── InvalidOperation            invalid_operation   bad parameters, unknown preset
+    ├── TransientError                  worth another attempt later
+    │   ├── ChecksumMismatch            checksum_mismatch   source bytes differ from sha256 (once)
+    │   ├── SourceMissing               source_missing      blob not (yet) there
+    │   ├── ProcessingTimeout           processing_timeout  hard timeout hit
+    │   ├── WorkerCrashed               worker_crashed      pool process died (OOM, signal)
+    │   └── StorageUnavailable          storage_unavailable I/O error writing outputs
+    ├── BreakerOpen                     breaker_open        deferred; does not spend an attempt
+    └── Final                           routing verdicts, never raised by processors
+        ├── RetriesExhausted            retries_exhausted
+        └── DeadlineExceeded            deadline_exceeded
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ERROR_CLASSES",
+    "INPUT_ERROR_CODES",
+    "BreakerOpen",
+    "ChecksumMismatch",
+    "CorruptImage",
+    "DeadlineExceeded",
+    "Final",
+    "ForbiddenSource",
+    "ImageTooLarge",
+    "InputError",
+    "InternalError",
+    "InvalidOperation",
+    "MalformedEvent",
+    "PixelpipeError",
+    "ProcessingTimeout",
+    "RetriesExhausted",
+    "SourceMissing",
+    "StorageUnavailable",
+    "TransientError",
+    "UnsupportedFormat",
+    "WorkerCrashed",
+    "error_for_code",
+]
+
+
+class PixelpipeError(Exception):
+    """Root of every pixelpipe error. ``code`` is stable and travels on the wire."""
+
+    code: ClassVar[str] = "internal_error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str = "", *, processor: str | None = None) -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+        #: the named processor (operation, ``decode``, ``store``, ...) that failed, if known
+        self.processor = processor
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep the keyword-only ``processor`` across pickling (errors cross the process pool).
+        return (_rebuild_error, (type(self), self.message, self.processor))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild_error(cls: type[PixelpipeError], message: str, processor: str | None) -> PixelpipeError:
+    return cls(message, processor=processor)
+
+
+class InternalError(PixelpipeError):
+    """A bug: something no input should be able to cause. Retryable, since a fix may land."""
+
+    code = "internal_error"
+    retryable = True
+
+
+class InputError(PixelpipeError):
+    """The input's fault. Never retried, and never counted against a processor's breaker."""
+
+    retryable = False
+
+
+class MalformedEvent(InputError):
+    code = "malformed_event"
+
+
+class ForbiddenSource(InputError):
+    code = "forbidden_source"
+
+
+class UnsupportedFormat(InputError):
+    code = "unsupported_format"
+
+
+class CorruptImage(InputError):
+    code = "corrupt_image"
+
+
+class ImageTooLarge(InputError):
+    code = "image_too_large"
+
+
+class InvalidOperation(InputError):
+    code = "invalid_operation"
+
+
+class TransientError(PixelpipeError):
+    """Worth another attempt later."""
+
+    retryable = True
+
+
+class ChecksumMismatch(TransientError):
+    """Retried once: a blob may still have been being written when the event arrived."""
+
+    code = "checksum_mismatch"
+
+
+class SourceMissing(TransientError):
+    code = "source_missing"
+
+
+class ProcessingTimeout(TransientError):
+    code = "processing_timeout"
+
+
+class WorkerCrashed(TransientError):
+    code = "worker_crashed"
+
+
+class StorageUnavailable(TransientError):
+    code = "storage_unavailable"
+
+
+class BreakerOpen(PixelpipeError):
+    """The processor's circuit is open: the work is deferred without spending an attempt."""
+
+    code = "breaker_open"
+    retryable = True
+
+
+class Final(PixelpipeError):
+    """A routing verdict: the event is dead-lettered with this code."""
+
+    retryable = False
+
+
+class RetriesExhausted(Final):
+    code = "retries_exhausted"
+
+
+class DeadlineExceeded(Final):
+    code = "deadline_exceeded"
+
+
+ERROR_CLASSES: dict[str, type[PixelpipeError]] = {
+    cls.code: cls
+    for cls in (
+        InternalError,
+        MalformedEvent,
+        ForbiddenSource,
+        UnsupportedFormat,
+        CorruptImage,
+        ImageTooLarge,
+        InvalidOperation,
+        ChecksumMismatch,
+        SourceMissing,
+        ProcessingTimeout,
+        WorkerCrashed,
+        StorageUnavailable,
+        BreakerOpen,
+        RetriesExhausted,
+        DeadlineExceeded,
+    )
+}
+
+#: codes that are the input's fault: they never count as a processor failure
+INPUT_ERROR_CODES: frozenset[str] = frozenset(
+    code for code, cls in ERROR_CLASSES.items() if issubclass(cls, InputError)
+)
+
+
+def error_for_code(code: str, message: str = "", *, processor: str | None = None) -> PixelpipeError:
+    """Build the error whose code is ``code`` (``InternalError`` for an unknown code)."""
+    cls = ERROR_CLASSES.get(code, InternalError)
+    return cls(message, processor=processor)

@@ -1,0 +1,79 @@
+"""Encoding the result: format choice, sane defaults, OpenCV encoder flags.
+
+Without a ``format`` operation the output keeps the source's format when it is jpeg, png or
+webp; otherwise it is png for images with transparency and jpeg for the rest. JPEG cannot
+carry alpha, so transparent pixels are composited over white.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pixelpipe.errors import InternalError, WorkerCrashed
+from pixelpipe.imaging._cv import cv2
+from pixelpipe.imaging.ops.base import Image
+from pixelpipe.imaging.ops.output import (
+    DEFAULT_AVIF_SPEED,
+    DEFAULT_PNG_COMPRESSION,
+    DEFAULT_QUALITY,
+)
+from pixelpipe.imaging.ops.pixels import channels, flatten
+from pixelpipe.imaging.spec import Operation
+
+__all__ = ["encode", "output_format"]
+
+_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "avif": ".avif"}
+
+
+def output_format(
+    operations: Sequence[Operation], source_format: str, has_alpha: bool
+) -> tuple[str, dict[str, Any]]:
+    """The output format and its options: the last ``format`` op, else the default rule."""
+    for op in reversed(operations):
+        if op.name == "format":
+            options = op.arguments
+            return str(options["type"]), options
+    if source_format in ("jpeg", "png", "webp"):
+        kind = source_format
+    else:
+        kind = "png" if has_alpha else "jpeg"
+    return kind, {"type": kind}
+
+
+def _flags(kind: str, options: dict[str, Any]) -> list[int]:
+    if kind == "jpeg":
+        return [
+            cv2.IMWRITE_JPEG_QUALITY, int(options.get("quality", DEFAULT_QUALITY["jpeg"])),
+            cv2.IMWRITE_JPEG_PROGRESSIVE, int(bool(options.get("progressive", False))),
+            cv2.IMWRITE_JPEG_OPTIMIZE, int(bool(options.get("optimize", False))),
+        ]
+    if kind == "png":
+        return [cv2.IMWRITE_PNG_COMPRESSION,
+                int(options.get("compression", DEFAULT_PNG_COMPRESSION))]
+    if kind == "webp":
+        # OpenCV encodes WebP losslessly for quality > 100
+        quality = 101 if options.get("lossless") else int(
+            options.get("quality", DEFAULT_QUALITY["webp"]))
+        return [cv2.IMWRITE_WEBP_QUALITY, quality]
+    if kind == "avif":
+        return [
+            cv2.IMWRITE_AVIF_QUALITY, int(options.get("quality", DEFAULT_QUALITY["avif"])),
+            cv2.IMWRITE_AVIF_SPEED, int(options.get("speed", DEFAULT_AVIF_SPEED)),
+        ]
+    raise InternalError(f"no encoder for {kind!r}", processor="encode")
+
+
+def encode(image: Image, kind: str, options: dict[str, Any]) -> bytes:
+    """Encode ``image`` as ``kind`` (jpeg, png, webp, avif) with ``options``."""
+    if kind == "jpeg" and channels(image) == 4:
+        image = flatten(image)
+    try:
+        ok, buffer = cv2.imencode(_EXTENSIONS[kind], image, _flags(kind, options))
+    except cv2.error as exc:
+        raise InternalError(f"{kind} encoder failed: {exc}", processor="encode") from exc
+    except MemoryError as exc:
+        raise WorkerCrashed("out of memory in encode", processor="encode") from exc
+    if not ok:
+        raise InternalError(f"{kind} encoder refused the image", processor="encode")
+    return buffer.tobytes()

@@ -1,0 +1,195 @@
+"""``ImagePool``: renders in a pool of worker processes, with hard timeouts and memory caps.
+
+Why pebble's ``ProcessPool`` and not ``concurrent.futures.ProcessPoolExecutor``: the standard
+executor cannot time out a running task (``Future.result(timeout)`` only stops *waiting*,
+the process keeps burning CPU), and one child dying marks the whole executor broken
+(``BrokenProcessPool``) so every later task fails. pebble kills the process of a task past
+its timeout and starts a new one, reports a dead child as ``ProcessExpired`` for that task
+only, recycles workers after ``max_tasks``, and is small and maintained.
+
+Every child starts with ``spawn`` (a fork of a parent that runs an event loop and Kafka
+client threads can inherit held locks), sets OpenCV's decoder caps in the environment before
+``import cv2`` (see :mod:`pixelpipe.imaging._cv`), uses one OpenCV thread, and caps its
+address space (``RLIMIT_AS``) so a runaway allocation fails inside the child.
+
+Error mapping: a task past ``task_timeout_s`` -> ``ProcessingTimeout`` (the process is killed
+and replaced); a child that dies (signal, OOM killer) or runs out of memory under its cap ->
+``WorkerCrashed``; a :class:`PixelpipeError` raised in the child arrives as the same class
+with the same ``processor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import multiprocessing
+import os
+import signal
+from collections.abc import Sequence
+from typing import Any, Final
+
+import pebble
+
+from pixelpipe.errors import (
+    InternalError,
+    PixelpipeError,
+    ProcessingTimeout,
+    WorkerCrashed,
+)
+from pixelpipe.imaging.limits import DEFAULT_LIMITS, Limits
+from pixelpipe.imaging.render import RenderResult
+from pixelpipe.imaging.spec import Operation
+
+__all__ = ["OUT_OF_MEMORY_EXIT", "ImagePool"]
+
+#: exit status of a child that ran out of memory under its cap: it leaves rather than keep a
+#: heap that may be fragmented or half-initialised, and pebble starts a fresh one
+OUT_OF_MEMORY_EXIT: Final = 86
+
+
+def _default_workers() -> int:
+    # the CPUs this process may run on (a container's cpuset), not the host's count
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _init_child(memory_limit_mb: int | None) -> None:
+    # Runs first in every child. Importing _cv sets the OpenCV env caps before cv2 loads.
+    from pixelpipe.imaging._cv import single_thread
+
+    single_thread()
+    # the parent handles Ctrl-C and shuts the pool down; children must not die mid-task on it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if memory_limit_mb is not None:
+        import resource
+
+        cap = memory_limit_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+def _run_in_child(
+    source_path: str, operations: tuple[Operation, ...], limits: Limits
+) -> RenderResult:
+    from pixelpipe.imaging.render import render
+
+    try:
+        return render(source_path, operations, limits)
+    except WorkerCrashed:
+        os._exit(OUT_OF_MEMORY_EXIT)  # see OUT_OF_MEMORY_EXIT
+    except MemoryError:
+        os._exit(OUT_OF_MEMORY_EXIT)
+
+
+class ImagePool:
+    """A pool of render processes.
+
+    ``workers``: processes (default: the CPUs this process may use). ``task_timeout_s``
+    (default 60): hard limit per task, past it the process is killed. ``max_tasks_per_child``
+    (default 200): a process is replaced after that many tasks, bounding leaks and heap
+    fragmentation. ``memory_limit_mb`` (default 2048, ``None`` for no cap): address-space cap
+    per process.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        task_timeout_s: float = 60,
+        max_tasks_per_child: int = 200,
+        memory_limit_mb: int | None = 2048,
+    ) -> None:
+        if task_timeout_s <= 0:
+            raise ValueError("task_timeout_s must be positive")
+        self.workers = workers or _default_workers()
+        self.task_timeout_s = task_timeout_s
+        self._pool = pebble.ProcessPool(
+            max_workers=self.workers,
+            max_tasks=max_tasks_per_child,
+            initializer=_init_child,
+            initargs=(memory_limit_mb,),
+            context=multiprocessing.get_context("spawn"),
+        )
+        self._closed = False
+
+    def submit(
+        self,
+        source_path: str,
+        operations: Sequence[Operation],
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> concurrent.futures.Future[RenderResult]:
+        """Schedule a render; the returned future raises pebble's raw errors (see :meth:`run`)."""
+        if self._closed:
+            raise InternalError("image pool is closed", processor="pool")
+        # the child opens the file itself, so megabytes of source never cross a pipe
+        return self._pool.schedule(
+            _run_in_child,
+            args=(os.fspath(source_path), tuple(operations), limits),
+            timeout=self.task_timeout_s,
+        )
+
+    async def run(
+        self,
+        source_path: str,
+        operations: Sequence[Operation],
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> RenderResult:
+        """Render in a worker process; raises only :class:`PixelpipeError` subclasses.
+
+        Cancelling the awaiting task cancels the render (pebble stops its process).
+        """
+        future = self.submit(source_path, operations, limits)
+        try:
+            return await asyncio.wrap_future(future)
+        except PixelpipeError:
+            raise
+        except (TimeoutError, concurrent.futures.TimeoutError) as exc:
+            raise ProcessingTimeout(
+                f"render took longer than {self.task_timeout_s:g} s; worker killed",
+                processor="pool",
+            ) from exc
+        except pebble.ProcessExpired as exc:
+            raise WorkerCrashed(_death_reason(exc), processor="pool") from exc
+        except MemoryError as exc:
+            raise WorkerCrashed("worker ran out of memory", processor="pool") from exc
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            raise InternalError(f"pool: {type(exc).__name__}: {exc}", processor="pool") from exc
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting work, let running tasks finish for up to ``timeout`` seconds
+        (default: the task timeout), then stop the workers."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
+        try:
+            self._pool.join(timeout if timeout is not None else self.task_timeout_s)
+        except TimeoutError:
+            self._pool.stop()
+            self._pool.join()
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """:meth:`close` without blocking the event loop."""
+        await asyncio.to_thread(self.close, timeout)
+
+    async def __aenter__(self) -> ImagePool:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+
+def _death_reason(exc: pebble.ProcessExpired) -> str:
+    code = getattr(exc, "exitcode", None)
+    if code == OUT_OF_MEMORY_EXIT:
+        return "worker ran out of memory (address-space cap) and was replaced"
+    if isinstance(code, int) and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"worker killed by {name} (OOM killer?) and replaced"
+    return f"worker died (exit status {code}) and was replaced"

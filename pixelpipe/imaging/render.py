@@ -1,0 +1,144 @@
+"""``render``: one source and a list of operations in, one verified encoded image out.
+
+Pure and synchronous (run it in :class:`pixelpipe.imaging.pool.ImagePool`, never on an
+event loop). The steps, each timed under its processor name:
+
+1. ``decode``: read (byte cap), sniff the magic bytes, parse the header, check the limits,
+   plan every operation's output size from the header (so an over-limit intermediate is
+   refused before decoding too), pick a JPEG shrink-on-load factor, decode, orient upright;
+2. each operation under its own name (``resize``, ``crop``, ...);
+3. ``encode`` in the chosen format; 4. ``verify`` the encoded bytes.
+
+Every failure is a :class:`pixelpipe.errors.PixelpipeError` with a code and the processor
+that failed; anything unexpected becomes ``InternalError`` (a bug, not the input's fault).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Final
+
+from pixelpipe.errors import InternalError, PixelpipeError, WorkerCrashed
+from pixelpipe.imaging._cv import cv2
+from pixelpipe.imaging.decode import decode, read_source, translate_cv_error
+from pixelpipe.imaging.encode import encode, output_format
+from pixelpipe.imaging.exif import apply_orientation, oriented_size, read_orientation
+from pixelpipe.imaging.formats import Header, check_limits, probe
+from pixelpipe.imaging.limits import DEFAULT_LIMITS, Limits
+from pixelpipe.imaging.ops import REGISTRY
+from pixelpipe.imaging.ops.base import Size
+from pixelpipe.imaging.ops.pixels import channels
+from pixelpipe.imaging.spec import Operation, parse_operation
+from pixelpipe.imaging.verify import verify
+
+__all__ = ["SHRINK_HEADROOM", "RenderResult", "plan_sizes", "render", "shrink_factor"]
+
+#: a JPEG is shrunk on load only while the decoded image stays at least this many times the
+#: size the following resize needs: the final INTER_AREA pass then still averages >= 2x2
+#: source pixels per output pixel, which keeps thumbnails as sharp as a full decode
+SHRINK_HEADROOM: Final = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    """A verified output: encoded ``data`` in ``format`` of ``width`` x ``height``.
+
+    ``timings_ms`` has one entry per processor name (``decode``, each operation, ``encode``,
+    ``verify``); ``skipped`` names processors that were not applied (empty for now).
+    """
+
+    data: bytes
+    format: str
+    width: int
+    height: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, processor: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        except PixelpipeError:
+            raise
+        except cv2.error as exc:
+            raise translate_cv_error(exc, processor) from exc
+        except MemoryError as exc:
+            raise WorkerCrashed(f"out of memory in {processor}", processor=processor) from exc
+        except Exception as exc:
+            raise InternalError(f"{processor}: {type(exc).__name__}: {exc}",
+                                processor=processor) from exc
+        finally:
+            elapsed = (time.perf_counter() - start) * 1000.0
+            self.timings[processor] = self.timings.get(processor, 0.0) + elapsed
+
+
+def plan_sizes(
+    operations: Sequence[Operation], width: int, height: int, limits: Limits
+) -> list[Size]:
+    """Each operation's output size from a ``width`` x ``height`` input, all within limits."""
+    sizes: list[Size] = []
+    for op in operations:
+        width, height = REGISTRY[op.name].size(op.arguments, width, height)
+        check_limits(width, height, limits, processor=op.name)
+        sizes.append((width, height))
+    return sizes
+
+
+def shrink_factor(header: Header, operations: Sequence[Operation], width: int, height: int) -> int:
+    """The JPEG shrink-on-load factor (1, 2, 4 or 8) for the first resize, if one comes
+    before any operation whose result depends on the pixel scale."""
+    if header.format != "jpeg":
+        return 1
+    for op in operations:
+        opdef = REGISTRY[op.name]
+        if opdef.scale is not None:
+            scale = opdef.scale(op.arguments, width, height)
+            for factor in (8, 4, 2):
+                if scale * factor * SHRINK_HEADROOM <= 1.0:
+                    return factor
+            return 1
+        if not opdef.scale_invariant:
+            return 1
+    return 1
+
+
+def render(
+    source: bytes | str | os.PathLike[str],
+    operations: Sequence[Operation],
+    limits: Limits = DEFAULT_LIMITS,
+) -> RenderResult:
+    """Render ``operations`` on ``source`` (bytes or a file path) within ``limits``."""
+    clock = _Clock()
+    with clock.stage("decode"):
+        ops = tuple(parse_operation(op) for op in operations)
+        data = read_source(source, limits)
+        header = probe(data)
+        check_limits(header.width, header.height, limits)
+        orientation = read_orientation(header.exif)
+        width, height = oriented_size(header.width, header.height, orientation)
+        sizes = plan_sizes(ops, width, height, limits)
+        image = decode(data, header, shrink_factor(header, ops, width, height))
+        del data  # the encoded source is not needed past this point
+        image = apply_orientation(image, orientation)
+        got_h, got_w = image.shape[:2]
+        check_limits(got_w, got_h, limits)  # a header that lied about its size
+    for op, target in zip(ops, sizes, strict=True):
+        with clock.stage(op.name):
+            image = REGISTRY[op.name].apply(image, op.arguments, target)
+    final_w, final_h = sizes[-1] if sizes else (image.shape[1], image.shape[0])
+    kind, options = output_format(ops, header.format, channels(image) == 4)
+    with clock.stage("encode"):
+        out = encode(image, kind, options)
+    with clock.stage("verify"):
+        verify(out, kind, final_w, final_h)
+    return RenderResult(out, kind, final_w, final_h, clock.timings)

@@ -1,0 +1,333 @@
+"""Bytes <-> event records, with orjson.
+
+Decoding never lets a foreign exception escape: anything that is not a valid event of the
+expected schema becomes :class:`~pixelpipe.errors.MalformedEvent` with a message naming the
+first offending field. Unknown fields are ignored (forward compatibility); a missing or
+unknown ``schema`` is malformed.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+
+import orjson
+
+from pixelpipe.errors import MalformedEvent
+from pixelpipe.schemas.events import (
+    DEADLETTER_SCHEMA,
+    PRIORITIES,
+    PROCESSED_SCHEMA,
+    UPLOAD_SCHEMA,
+    AttemptRecord,
+    DeadLetter,
+    ErrorInfo,
+    OperationItem,
+    Origin,
+    Priority,
+    ProcessedEvent,
+    RenditionRequest,
+    RenditionResult,
+    SourceRef,
+    UploadEvent,
+)
+
+__all__ = [
+    "decode_deadletter",
+    "decode_json_object",
+    "decode_processed",
+    "decode_upload",
+    "encode",
+    "original_of",
+    "parse_time",
+    "to_dict",
+    "utc_now_iso",
+]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: the largest message we accept as an upload; Kafka's default max message is 1 MB anyway
+MAX_EVENT_BYTES = 1024 * 1024
+MAX_RENDITIONS = 32
+MAX_OPERATIONS = 32
+
+T = TypeVar("T")
+
+
+def utc_now_iso() -> str:
+    """Now, as ISO-8601 UTC with milliseconds and a ``Z``: the one time format on the wire."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an ISO-8601 time; a naive time is taken as UTC. Raises ``ValueError``."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def to_dict(event: UploadEvent | ProcessedEvent | DeadLetter) -> dict[str, Any]:
+    """The JSON object of an event, as it goes on the wire."""
+    data = asdict(event)
+    if isinstance(event, UploadEvent):
+        for rendition in data["renditions"]:
+            if rendition["preset"] is None:
+                del rendition["preset"]
+            if rendition["operations"] is None:
+                del rendition["operations"]
+            else:
+                rendition["operations"] = list(rendition["operations"])
+            if not rendition["optional"]:
+                del rendition["optional"]
+            if rendition["fallback_format"] is None:
+                del rendition["fallback_format"]
+        if data["deadline"] is None:
+            del data["deadline"]
+    if isinstance(event, DeadLetter):
+        data["error"]["class"] = data["error"].pop("class_")
+    return data
+
+
+def encode(event: UploadEvent | ProcessedEvent | DeadLetter) -> bytes:
+    """Serialise an event to the bytes of one Kafka message value."""
+    return orjson.dumps(to_dict(event))
+
+
+# --------------------------------------------------------------------------- decoding helpers
+
+
+def decode_json_object(raw: bytes | None) -> dict[str, Any]:
+    """Parse a message value as one JSON object, or raise ``MalformedEvent``."""
+    if raw is None:
+        raise MalformedEvent("message has no value (a tombstone?)")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise MalformedEvent(f"message is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEvent(f"not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise MalformedEvent(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def original_of(raw: bytes | None) -> dict[str, Any]:
+    """The upload exactly as received, for a dead letter: the JSON object, else base64 bytes."""
+    if raw is None:
+        return {"base64": None}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"base64": base64.b64encode(raw).decode("ascii")}
+    if isinstance(data, dict):
+        return data
+    return {"base64": base64.b64encode(raw).decode("ascii")}
+
+
+def _field(data: Mapping[str, Any], name: str, kind: type[T], where: str = "") -> T:
+    if name not in data:
+        raise MalformedEvent(f"missing field {where}{name}")
+    value = data[name]
+    # bool is an int in Python; a JSON true is never a valid size or count
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MalformedEvent(f"field {where}{name} must be {kind.__name__}, got {value!r:.80}")
+    return value
+
+
+def _opt(data: Mapping[str, Any], name: str, kind: type[T], where: str = "") -> T | None:
+    if data.get(name) is None:
+        return None
+    return _field(data, name, kind, where)
+
+
+def _nonempty(value: str, name: str) -> str:
+    if not value.strip():
+        raise MalformedEvent(f"field {name} must not be empty")
+    return value
+
+
+def _time(value: str, name: str) -> str:
+    try:
+        parse_time(value)
+    except ValueError as exc:
+        raise MalformedEvent(f"field {name} is not an ISO-8601 time: {value!r:.60}") from exc
+    return value
+
+
+def _check_schema(data: Mapping[str, Any], expected: str) -> None:
+    schema = data.get("schema")
+    if schema is None:
+        raise MalformedEvent("missing field schema")
+    if schema != expected:
+        raise MalformedEvent(f"unknown schema {schema!r:.80}; expected {expected!r}")
+
+
+# --------------------------------------------------------------------------- upload
+
+
+def _rendition(data: Any, index: int) -> RenditionRequest:
+    where = f"renditions[{index}]."
+    if not isinstance(data, dict):
+        raise MalformedEvent(f"renditions[{index}] must be an object")
+    name = _nonempty(_field(data, "name", str, where), where + "name")
+    preset = _opt(data, "preset", str, where)
+    raw_ops = _opt(data, "operations", list, where)
+    if (preset is None) == (raw_ops is None):
+        raise MalformedEvent(f"{where[:-1]} needs exactly one of preset or operations")
+    operations: tuple[OperationItem, ...] | None = None
+    if raw_ops is not None:
+        if len(raw_ops) > MAX_OPERATIONS:
+            raise MalformedEvent(f"{where}operations has more than {MAX_OPERATIONS} entries")
+        for j, item in enumerate(raw_ops):
+            if isinstance(item, str):
+                continue
+            if not isinstance(item, dict) or not isinstance(item.get("op"), str):
+                raise MalformedEvent(
+                    f"{where}operations[{j}] must be a spec string or an object with 'op'"
+                )
+        operations = tuple(cast(list[OperationItem], raw_ops))
+    optional = _opt(data, "optional", list, where) or []
+    if not all(isinstance(o, str) for o in optional):
+        raise MalformedEvent(f"{where}optional must be a list of processor names")
+    fallback = _opt(data, "fallback_format", str, where)
+    return RenditionRequest(
+        name=name,
+        preset=preset,
+        operations=operations,
+        optional=tuple(optional),
+        fallback_format=fallback,
+    )
+
+
+def decode_upload(raw: bytes | None) -> UploadEvent:
+    """Decode and validate a ``pixelpipe.upload/1`` message; ``MalformedEvent`` otherwise."""
+    data = decode_json_object(raw)
+    _check_schema(data, UPLOAD_SCHEMA)
+    source = _field(data, "source", dict)
+    sha = _field(source, "sha256", str, "source.")
+    if not _SHA256.match(sha):
+        raise MalformedEvent("field source.sha256 must be 64 lowercase hex digits")
+    size = _field(source, "size", int, "source.")
+    if size < 0:
+        raise MalformedEvent("field source.size must not be negative")
+    renditions_raw = _field(data, "renditions", list)
+    if not renditions_raw:
+        raise MalformedEvent("field renditions must hold at least one rendition")
+    if len(renditions_raw) > MAX_RENDITIONS:
+        raise MalformedEvent(f"field renditions has more than {MAX_RENDITIONS} entries")
+    renditions = tuple(_rendition(r, i) for i, r in enumerate(renditions_raw))
+    names = [r.name for r in renditions]
+    if len(set(names)) != len(names):
+        raise MalformedEvent("rendition names must be unique")
+    priority = data.get("priority", "normal")
+    if priority not in PRIORITIES:
+        raise MalformedEvent(f"field priority must be one of {', '.join(PRIORITIES)}")
+    deadline = _opt(data, "deadline", str)
+    attributes = _opt(data, "attributes", dict) or {}
+    replays = _opt(data, "replays", int) or 0
+    return UploadEvent(
+        event_id=_nonempty(_field(data, "event_id", str), "event_id"),
+        image_id=_nonempty(_field(data, "image_id", str), "image_id"),
+        source=SourceRef(
+            uri=_nonempty(_field(source, "uri", str, "source."), "source.uri"),
+            sha256=sha,
+            size=size,
+            content_type=_opt(source, "content_type", str, "source.")
+            or "application/octet-stream",
+        ),
+        renditions=renditions,
+        submitted_at=_time(_field(data, "submitted_at", str), "submitted_at"),
+        priority=cast(Priority, priority),
+        deadline=None if deadline is None else _time(deadline, "deadline"),
+        attributes=attributes,
+        replays=replays,
+    )
+
+
+# --------------------------------------------------------------------------- processed
+
+
+def decode_processed(raw: bytes | None) -> ProcessedEvent:
+    """Decode a ``pixelpipe.processed/1`` message; ``MalformedEvent`` otherwise."""
+    data = decode_json_object(raw)
+    _check_schema(data, PROCESSED_SCHEMA)
+    results = []
+    for i, item in enumerate(_field(data, "renditions", list)):
+        where = f"renditions[{i}]."
+        if not isinstance(item, dict):
+            raise MalformedEvent(f"renditions[{i}] must be an object")
+        results.append(
+            RenditionResult(
+                name=_field(item, "name", str, where),
+                uri=_field(item, "uri", str, where),
+                sha256=_field(item, "sha256", str, where),
+                size=_field(item, "size", int, where),
+                width=_field(item, "width", int, where),
+                height=_field(item, "height", int, where),
+                format=_field(item, "format", str, where),
+                degraded=_opt(item, "degraded", str, where),
+                skipped=tuple(_opt(item, "skipped", list, where) or ()),
+            )
+        )
+    processing_ms = data.get("processing_ms")
+    if not isinstance(processing_ms, int | float) or isinstance(processing_ms, bool):
+        raise MalformedEvent("field processing_ms must be a number")
+    return ProcessedEvent(
+        event_id=_field(data, "event_id", str),
+        image_id=_field(data, "image_id", str),
+        source_sha256=_field(data, "source_sha256", str),
+        renditions=tuple(results),
+        attempts=_field(data, "attempts", int),
+        processing_ms=float(processing_ms),
+        completed_at=_field(data, "completed_at", str),
+        attributes=_opt(data, "attributes", dict) or {},
+    )
+
+
+# --------------------------------------------------------------------------- dead letter
+
+
+def decode_deadletter(raw: bytes | None) -> DeadLetter:
+    """Decode a ``pixelpipe.deadletter/1`` message; ``MalformedEvent`` otherwise."""
+    data = decode_json_object(raw)
+    _check_schema(data, DEADLETTER_SCHEMA)
+    error = _field(data, "error", dict)
+    origin = _field(data, "origin", dict)
+    attempts = []
+    for i, item in enumerate(_field(data, "attempts", list)):
+        if not isinstance(item, dict):
+            raise MalformedEvent(f"attempts[{i}] must be an object")
+        where = f"attempts[{i}]."
+        attempts.append(
+            AttemptRecord(
+                at=_field(item, "at", str, where),
+                code=_field(item, "code", str, where),
+                tier=_field(item, "tier", str, where),
+            )
+        )
+    return DeadLetter(
+        event_id=_field(data, "event_id", str),
+        original=_field(data, "original", dict),
+        error=ErrorInfo(
+            code=_field(error, "code", str, "error."),
+            class_=_field(error, "class", str, "error."),
+            message=_field(error, "message", str, "error."),
+            processor=_opt(error, "processor", str, "error."),
+            retryable=_field(error, "retryable", bool, "error."),
+        ),
+        attempts=tuple(attempts),
+        origin=Origin(
+            topic=_field(origin, "topic", str, "origin."),
+            partition=_field(origin, "partition", int, "origin."),
+            offset=_field(origin, "offset", int, "origin."),
+        ),
+        first_failed_at=_field(data, "first_failed_at", str),
+        dead_lettered_at=_field(data, "dead_lettered_at", str),
+        replays=_opt(data, "replays", int) or 0,
+        image_id=_opt(data, "image_id", str),
+    )

@@ -1,0 +1,70 @@
+"""Declare our topics at start-up: faust creates only its internal ones.
+
+Creation is idempotent: an existing topic is left exactly as it is (never altered), a missing
+one is created with the configured partitions and config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from pixelpipe.streams.errors import BrokerUnavailable
+from pixelpipe.streams.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def _config(spec: TopicSpec) -> dict[str, str]:
+    config: dict[str, str] = {}
+    if spec.compacted:
+        config["cleanup.policy"] = "compact"
+    if spec.retention_ms is not None:
+        config["retention.ms"] = str(spec.retention_ms)
+    return config
+
+
+async def ensure_topics(
+    bootstrap_servers: str, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0
+) -> list[str]:
+    """Create the missing topics among ``specs``; return the names created."""
+    specs = list(specs)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except (KafkaConnectionError, TimeoutError, OSError) as exc:
+        await admin.close()
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [
+                NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1,
+                         topic_configs=_config(s))
+                for s in missing
+            ]
+        )
+        created = []
+        for name, code, *_rest in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != _TOPIC_ALREADY_EXISTS:  # another worker won the race: fine
+                raise BrokerUnavailable(f"cannot create topic {name}: error code {code}")
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        return created
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot declare topics: {exc}") from exc
+    finally:
+        await admin.close()

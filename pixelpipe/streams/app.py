@@ -1,0 +1,86 @@
+"""The Faust app: one place that turns ``Settings`` into faust configuration and topics.
+
+Settings chosen against faust's defaults, and why (FAUST-NOTES.md):
+
+- ``producer_acks=-1`` and a 30 s ``producer_request_timeout`` (default 1200 s): a send that
+  cannot be delivered must surface quickly, so the worker stops instead of hanging.
+- ``stream_buffer_maxsize`` small: an upload costs ~100 ms of CPU, a 4,096-event buffer would
+  only lengthen redelivery after a crash and risk the max-poll-interval leave.
+- ``web_bind`` loopback and ``web_tables_enabled=False`` unless configured: faust binds
+  0.0.0.0 and serves table contents by default.
+- ``consumer_auto_offset_reset="earliest"``: a new consumer group must not skip uploads that
+  were published before its first worker started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from pixelpipe.streams.settings import Settings
+from pixelpipe.streams.topics import dlq_topic, processed_topic, uploads_topic
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineTopics:
+    """The faust topic objects of the upload path (raw bytes in and out: our codec decodes)."""
+
+    uploads: Any
+    processed: Any
+    dlq: Any
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A faust App configured from ``settings``. Agents are attached by ``pixelpipe.agents``."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        settings.app_id,
+        broker=settings.broker,
+        datadir=str(settings.state_dir),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.upload_partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_request_timeout=30.0,
+        broker_request_timeout=90.0,
+        broker_session_timeout=30.0,
+        broker_heartbeat_interval=3.0,
+        broker_commit_interval=1.0,
+        # Pool tasks are bounded by the task timeout; a rebalance waits at most that long.
+        broker_rebalance_timeout=max(60.0, settings.task_timeout_s * 2),
+        broker_max_poll_interval=max(300.0, settings.task_timeout_s * 4),
+        stream_buffer_maxsize=max(32, settings.max_inflight * 4),
+        stream_processing_timeout=settings.task_timeout_s * 2,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        worker_redirect_stdouts=False,
+    )
+
+
+def pipeline_topics(app: faust.App, settings: Settings) -> PipelineTopics:
+    """The topic objects, named by the pure functions in ``topics``."""
+    prefix = settings.topic_prefix
+
+    def topic(name: str, partitions: int | None) -> Any:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+        )
+
+    return PipelineTopics(
+        uploads=topic(uploads_topic(prefix), settings.upload_partitions),
+        processed=topic(processed_topic(prefix), settings.upload_partitions),
+        dlq=topic(dlq_topic(prefix), 1),
+    )

@@ -1,0 +1,176 @@
+"""The local blob store: content-addressed sources, idempotent output keys, atomic writes.
+
+Kafka carries references (``blob://`` URIs), not pixels (the claim-check pattern).
+
+Layout under the root (``PIXELPIPE_DATA``):
+
+    sources/ab/ab12...ef            a source, named by the sha256 of its bytes (immutable)
+    outputs/cd/cd34...90.webp       an output, named by a key derived from (source sha256,
+                                    canonical rendition spec, degradation level)
+
+Writes go to a temporary file in the same directory, are fsynced, then renamed into place, and
+the directory is fsynced: a crash leaves either the whole blob or nothing under its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pixelpipe.errors import ForbiddenSource, ImageTooLarge, SourceMissing, StorageUnavailable
+
+SCHEME = "blob"
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    """A blob as written: its URI, its path on disk, its sha256 and size."""
+
+    uri: str
+    path: Path
+    sha256: str
+    size: int
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def output_key(source_sha256: str, canonical_spec: str, degradation: str | None = None) -> str:
+    """The idempotent name of an output: reprocessing the same request gives the same key."""
+    material = f"{source_sha256}\n{canonical_spec}\n{degradation or 'full'}".encode()
+    return hashlib.sha256(material).hexdigest()
+
+
+class LocalBlobStore:
+    """A directory of blobs. Thread-safe for concurrent writers of the same key (rename wins)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+
+    # ----------------------------------------------------------------- naming
+
+    def source_uri(self, sha256: str) -> str:
+        return f"{SCHEME}://sources/{sha256[:2]}/{sha256}"
+
+    def output_uri(self, key: str, extension: str) -> str:
+        return f"{SCHEME}://outputs/{key[:2]}/{key}.{extension}"
+
+    def resolve(self, uri: str) -> Path:
+        """The path of a ``blob://`` URI (or a ``file://`` URI under the root).
+
+        Raises ``ForbiddenSource`` for other schemes, ``..`` escapes, symlinks out of the
+        root and absolute paths elsewhere.
+        """
+        parts = urlsplit(uri)
+        if parts.scheme == SCHEME:
+            relative = unquote(parts.netloc + parts.path)
+            if not relative or relative.startswith("/") or "\\" in relative:
+                raise ForbiddenSource(f"bad blob URI {uri!r}", processor="fetch")
+            candidate = self.root / relative
+        elif parts.scheme == "file" and parts.netloc in ("", "localhost"):
+            candidate = Path(unquote(parts.path))
+        else:
+            raise ForbiddenSource(
+                f"source URI scheme {parts.scheme or '(none)'!r} is not allowed: {uri!r:.200}",
+                processor="fetch",
+            )
+        if ".." in candidate.parts:
+            raise ForbiddenSource(f"source URI escapes the blob store: {uri!r:.200}", processor="fetch")
+        # resolve() follows symlinks, so a link inside the store pointing out is caught too.
+        resolved = candidate.resolve()
+        if not resolved.is_relative_to(self.root):
+            raise ForbiddenSource(
+                f"source {uri!r:.200} is outside the blob store", processor="fetch"
+            )
+        return resolved
+
+    # ----------------------------------------------------------------- reading
+
+    def open_source(self, uri: str, *, max_bytes: int) -> Path:
+        """Check that a source exists and is a regular file; return its path."""
+        path = self.resolve(uri)
+        try:
+            stat = path.stat()
+        except FileNotFoundError as exc:
+            raise SourceMissing(f"source blob {uri!r} does not exist", processor="fetch") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot stat {uri!r}: {exc}", processor="fetch") from exc
+        if not path.is_file():
+            raise ForbiddenSource(f"source {uri!r} is not a regular file", processor="fetch")
+        if stat.st_size > max_bytes:
+            # Checked here, before a byte is read, as well as by the engine.
+            raise ImageTooLarge(
+                f"source is {stat.st_size} bytes; the limit is {max_bytes}", processor="decode"
+            )
+        return path
+
+    def exists(self, uri: str) -> bool:
+        try:
+            return self.resolve(uri).is_file()
+        except ForbiddenSource:
+            return False
+
+    # ----------------------------------------------------------------- writing
+
+    def put_source(self, data: bytes) -> StoredBlob:
+        """Store source bytes under their sha256 (a no-op when already there)."""
+        sha = sha256_bytes(data)
+        uri = self.source_uri(sha)
+        path = self.root / "sources" / sha[:2] / sha
+        if not path.exists():
+            self._write_atomic(path, data)
+        return StoredBlob(uri=uri, path=path, sha256=sha, size=len(data))
+
+    def put_source_file(self, source: Path) -> StoredBlob:
+        return self.put_source(source.read_bytes())
+
+    def put_output(self, key: str, extension: str, data: bytes) -> StoredBlob:
+        """Store an output under its derived key. Writing the same key twice is harmless."""
+        path = self.root / "outputs" / key[:2] / f"{key}.{extension}"
+        self._write_atomic(path, data)
+        return StoredBlob(
+            uri=self.output_uri(key, extension), path=path, sha256=sha256_bytes(data),
+            size=len(data),
+        )
+
+    def read(self, uri: str) -> bytes:
+        path = self.resolve(uri)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise SourceMissing(f"blob {uri!r} does not exist", processor="fetch") from exc
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write {path.name}: {exc}", processor="store") from exc

@@ -1,0 +1,427 @@
+"""The async Python API for services: publish uploads, wait for outcomes, consume results.
+
+    async with Publisher(settings) as publisher:
+        upload = await publisher.publish_file("cat.jpg", renditions=[{"name": "t", "preset": "thumbnail"}])
+        outcome = await publisher.wait_for(upload.event_id, timeout=60)
+
+    async with ProcessedConsumer(settings, from_beginning=True) as consumer:
+        async for event in consumer:
+            ...
+
+Producers here are built on aiokafka directly, whose defaults are unsafe for us (``acks=1``, no
+idempotence): they set ``acks="all"`` and ``enable_idempotence=True``, and ``publish`` returns
+only once the broker has acknowledged the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from pixelpipe.errors import MalformedEvent
+from pixelpipe.schemas import (
+    DeadLetter,
+    ProcessedEvent,
+    RenditionRequest,
+    SourceRef,
+    UploadEvent,
+    decode_deadletter,
+    decode_processed,
+    encode,
+    utc_now_iso,
+)
+from pixelpipe.schemas.events import Priority
+from pixelpipe.streams import headers as h
+from pixelpipe.streams.admin import ensure_topics
+from pixelpipe.streams.blobstore import LocalBlobStore
+from pixelpipe.streams.errors import BrokerUnavailable, DeliveryFailed, OutcomeTimeout
+from pixelpipe.streams.settings import Settings
+from pixelpipe.streams.topics import dlq_topic, pipeline_topics, processed_topic, uploads_topic
+
+CONTENT_TYPES = {
+    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
+    ".avif": "image/avif", ".tif": "image/tiff", ".tiff": "image/tiff", ".gif": "image/gif",
+    ".bmp": "image/bmp",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedUpload:
+    """What ``publish`` returns: the event as sent, and where it landed."""
+
+    event: UploadEvent
+    partition: int
+    offset: int
+
+    @property
+    def event_id(self) -> str:
+        return self.event.event_id
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of an upload: ``processed`` with its event, or ``dead_letter`` with the letter."""
+
+    status: Literal["processed", "dead_letter"]
+    event: ProcessedEvent | DeadLetter
+
+    @property
+    def event_id(self) -> str:
+        return self.event.event_id
+
+
+def _renditions(items: Iterable[RenditionRequest | Mapping[str, Any]]) -> tuple[RenditionRequest, ...]:
+    out = []
+    for item in items:
+        if isinstance(item, RenditionRequest):
+            out.append(item)
+            continue
+        operations = item.get("operations")
+        out.append(
+            RenditionRequest(
+                name=str(item["name"]),
+                preset=item.get("preset"),
+                operations=None if operations is None else tuple(operations),
+                optional=tuple(item.get("optional", ())),
+                fallback_format=item.get("fallback_format"),
+            )
+        )
+    if not out:
+        raise ValueError("at least one rendition is needed")
+    return tuple(out)
+
+
+async def _start_or_explain(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Settings) -> None:
+    try:
+        await asyncio.wait_for(client.start(), 30)
+    except (KafkaConnectionError, TimeoutError, OSError) as exc:
+        await client.stop()
+        raise BrokerUnavailable(
+            f"cannot reach Kafka at {settings.bootstrap_servers} ({type(exc).__name__})"
+        ) from exc
+
+
+class Publisher:
+    """Stores sources in the blob store and publishes upload events, delivered (acks=all)."""
+
+    def __init__(self, settings: Settings | None = None, *, declare_topics: bool = True) -> None:
+        self.settings = settings or Settings.from_env()
+        self.store = LocalBlobStore(self.settings.data_dir)
+        self._declare = declare_topics
+        self._producer: AIOKafkaProducer | None = None
+        self._waiter: OutcomeWaiter | None = None
+
+    async def __aenter__(self) -> Publisher:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self._declare:
+            await ensure_topics(
+                self.settings.bootstrap_servers,
+                pipeline_topics(self.settings.topic_prefix, self.settings.upload_partitions),
+            )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=30_000,
+        )
+        await _start_or_explain(self._producer, self.settings)
+
+    async def stop(self) -> None:
+        if self._waiter is not None:
+            await self._waiter.stop()
+            self._waiter = None
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def watch_outcomes(self) -> OutcomeWaiter:
+        """Start following outcomes *now*, so ``wait_for`` sees events published after this."""
+        if self._waiter is None:
+            self._waiter = OutcomeWaiter(self.settings)
+            await self._waiter.start()
+        return self._waiter
+
+    async def publish_file(
+        self,
+        path: str | Path,
+        renditions: Iterable[RenditionRequest | Mapping[str, Any]],
+        *,
+        priority: Priority = "normal",
+        image_id: str | None = None,
+        deadline: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> PublishedUpload:
+        """Store the file's bytes and publish an upload event for them."""
+        path = Path(path)
+        data = await asyncio.to_thread(path.read_bytes)
+        content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        return await self.publish_bytes(
+            data, renditions, priority=priority, image_id=image_id or path.stem,
+            content_type=content_type, deadline=deadline, attributes=attributes,
+        )
+
+    async def publish_bytes(
+        self,
+        data: bytes,
+        renditions: Iterable[RenditionRequest | Mapping[str, Any]],
+        *,
+        priority: Priority = "normal",
+        image_id: str | None = None,
+        content_type: str = "application/octet-stream",
+        deadline: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> PublishedUpload:
+        """Store ``data`` (content-addressed) and publish an upload event for it."""
+        blob = await asyncio.to_thread(self.store.put_source, data)
+        event = UploadEvent(
+            event_id=str(uuid.uuid4()),
+            image_id=image_id or blob.sha256[:16],
+            source=SourceRef(
+                uri=blob.uri, sha256=blob.sha256, size=blob.size, content_type=content_type
+            ),
+            renditions=_renditions(renditions),
+            submitted_at=utc_now_iso(),
+            priority=priority,
+            deadline=deadline,
+            attributes=dict(attributes or {}),
+        )
+        return await self.publish_event(event)
+
+    async def publish_event(self, event: UploadEvent) -> PublishedUpload:
+        """Publish a ready-made upload event; returns once Kafka acknowledged it."""
+        metadata = await self.send_raw(
+            uploads_topic(self.settings.topic_prefix), event.image_id.encode(), encode(event),
+            h.make_headers(event_id=event.event_id, schema=event.schema),
+        )
+        return PublishedUpload(event=event, partition=metadata[0], offset=metadata[1])
+
+    async def send_raw(
+        self, topic: str, key: bytes | None, value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> tuple[int, int]:
+        """Send any bytes to any topic, delivered; returns (partition, offset)."""
+        if self._producer is None:
+            raise RuntimeError("Publisher is not started")
+        try:
+            metadata = await self._producer.send_and_wait(
+                topic, value=value, key=key, headers=list(headers)
+            )
+        except KafkaError as exc:
+            raise DeliveryFailed(f"Kafka did not acknowledge the event: {exc}") from exc
+        return metadata.partition, metadata.offset
+
+    async def wait_for(self, event_id: str, timeout: float | None = None) -> Outcome:
+        """The outcome of ``event_id``; call ``watch_outcomes()`` before publishing it."""
+        waiter = await self.watch_outcomes()
+        return await waiter.wait_for(event_id, timeout)
+
+
+class OutcomeWaiter:
+    """Follows the processed and dead-letter topics from 'now' and resolves waits by event_id."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._outcomes: dict[str, Outcome] = {}
+        self._changed = asyncio.Condition()
+
+    async def start(self) -> None:
+        prefix = self.settings.topic_prefix
+        topics = [processed_topic(prefix), dlq_topic(prefix)]
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await _start_or_explain(consumer, self.settings)
+        partitions = []
+        for topic in topics:
+            for partition in consumer.partitions_for_topic(topic) or await _partitions(consumer, topic):
+                partitions.append(TopicPartition(topic, partition))
+        consumer.assign(partitions)
+        # 'now' is the current end: outcomes of events published after this call are after it.
+        ends = await consumer.end_offsets(partitions)
+        for tp, end in ends.items():
+            consumer.seek(tp, end)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        dlq = dlq_topic(self.settings.topic_prefix)
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=500)
+            if not batches:
+                continue
+            for tp, records in batches.items():
+                for record in records:
+                    try:
+                        outcome = (
+                            Outcome("dead_letter", decode_deadletter(record.value))
+                            if tp.topic == dlq
+                            else Outcome("processed", decode_processed(record.value))
+                        )
+                    except MalformedEvent:
+                        continue
+                    self._outcomes.setdefault(outcome.event_id, outcome)
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def wait_for(self, event_id: str, timeout: float | None = None) -> Outcome:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with self._changed:
+            while event_id not in self._outcomes:
+                if self._task is not None and self._task.done():
+                    self._task.result()  # re-raise what stopped the follower
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise OutcomeTimeout(f"no outcome for {event_id} within {timeout} s")
+                try:
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                except TimeoutError:
+                    continue
+        return self._outcomes[event_id]
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    # Metadata for a topic this client has not asked about yet arrives after a refresh.
+    for _ in range(50):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return set(parts)
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public equivalent
+        await asyncio.sleep(0.1)
+    raise BrokerUnavailable(f"topic {topic} does not exist (is a worker declaring topics?)")
+
+
+class ProcessedConsumer:
+    """Processed-image events as an async iterator; each ``event_id`` is yielded once.
+
+    ``group``: a consumer group that commits what was yielded (resume where you left off);
+    without one, a group-less reader of every partition. ``from_beginning``: start at the
+    earliest offset (else at the end, or at the group's committed offset). ``follow``: keep
+    waiting for new events (else stop at the end as of start-up). ``dedupe_window``: how many
+    recent event ids are remembered to drop duplicates (at-least-once delivery can repeat one).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        group: str | None = None,
+        from_beginning: bool = False,
+        follow: bool = False,
+        limit: int | None = None,
+        dedupe_window: int = 100_000,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.group = group
+        self.from_beginning = from_beginning
+        self.follow = follow
+        self.limit = limit
+        self.duplicates_dropped = 0
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._window = dedupe_window
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def __aenter__(self) -> ProcessedConsumer:
+        topic = processed_topic(self.settings.topic_prefix)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if self.from_beginning else "latest",
+        )
+        await _start_or_explain(consumer, self.settings)
+        self._consumer = consumer
+        if self.group is None:
+            tps = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+            consumer.assign(tps)
+            if self.from_beginning:
+                await consumer.seek_to_beginning(*tps)
+            else:
+                await consumer.seek_to_end(*tps)
+        else:
+            consumer.subscribe([topic])
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    def _is_new(self, event_id: str) -> bool:
+        if event_id in self._seen:
+            self._seen.move_to_end(event_id)
+            self.duplicates_dropped += 1
+            return False
+        self._seen[event_id] = None
+        if len(self._seen) > self._window:
+            self._seen.popitem(last=False)
+        return True
+
+    async def __aiter__(self) -> AsyncIterator[ProcessedEvent]:
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("use 'async with ProcessedConsumer(...)'")
+        yielded = 0
+        stop_at: dict[TopicPartition, int] | None = None
+        while self.limit is None or yielded < self.limit:
+            if stop_at is None and not self.follow:
+                while not consumer.assignment():
+                    await asyncio.sleep(0.05)
+                stop_at = await consumer.end_offsets(list(consumer.assignment()))
+            batches = await consumer.getmany(timeout_ms=500, max_records=200)
+            for _tp, records in batches.items():
+                for record in records:
+                    try:
+                        event = decode_processed(record.value)
+                    except MalformedEvent:
+                        continue
+                    if not self._is_new(event.event_id):
+                        continue
+                    yield event
+                    yielded += 1
+                    if self.limit is not None and yielded >= self.limit:
+                        break
+                if self.limit is not None and yielded >= self.limit:
+                    break
+            if self.group is not None and batches:
+                await consumer.commit()
+            if stop_at is not None and all(
+                await _at_or_past(consumer, tp, end) for tp, end in stop_at.items()
+            ):
+                return
+
+
+async def _at_or_past(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
+    return end == 0 or await consumer.position(tp) >= end

@@ -1,0 +1,152 @@
+"""One frozen settings object, and the one place that reads environment variables.
+
+Every knob has a default that works on one machine with the ``infra/`` broker. The public
+edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` with
+``Settings.from_env(**overrides)``.
+
+| variable                        | default                     | meaning                               |
+|---------------------------------|-----------------------------|---------------------------------------|
+| PIXELPIPE_KAFKA                 | kafka://127.0.0.1:9092      | broker URL(s), comma separated        |
+| PIXELPIPE_DATA                  | ./.pixelpipe/blobs          | blob store root                       |
+| PIXELPIPE_TOPIC_PREFIX          | pixelpipe                   | prefix of every topic name            |
+| PIXELPIPE_APP_ID                | pixelpipe                   | Faust app id = consumer group         |
+| PIXELPIPE_UPLOAD_PARTITIONS     | 12                          | partitions of uploads (when created)  |
+| PIXELPIPE_WORKERS               | os.cpu_count()              | image processes per worker            |
+| PIXELPIPE_TASK_TIMEOUT          | 60                          | seconds before a task's process dies  |
+| PIXELPIPE_MAX_INFLIGHT          | 2 x workers + 2             | uploads processed at once per worker  |
+| PIXELPIPE_WEB_HOST / _WEB_PORT  | 127.0.0.1 / 6066            | worker web server (loopback default)  |
+| PIXELPIPE_MAX_PIXELS            | 50000000                    | decode limit: pixels                  |
+| PIXELPIPE_MAX_SIDE              | 16384                       | decode limit: pixels per side         |
+| PIXELPIPE_MAX_BYTES             | 52428800                    | decode limit: source bytes            |
+| PIXELPIPE_WORKER_MEMORY_MB      | 2048                        | address-space cap per image process   |
+| PIXELPIPE_DATADIR               | ./.pixelpipe/worker         | Faust state (tables) directory        |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_KAFKA = "PIXELPIPE_KAFKA"
+ENV_DATA = "PIXELPIPE_DATA"
+ENV_TOPIC_PREFIX = "PIXELPIPE_TOPIC_PREFIX"
+ENV_APP_ID = "PIXELPIPE_APP_ID"
+ENV_UPLOAD_PARTITIONS = "PIXELPIPE_UPLOAD_PARTITIONS"
+ENV_WORKERS = "PIXELPIPE_WORKERS"
+ENV_TASK_TIMEOUT = "PIXELPIPE_TASK_TIMEOUT"
+ENV_MAX_INFLIGHT = "PIXELPIPE_MAX_INFLIGHT"
+ENV_WEB_HOST = "PIXELPIPE_WEB_HOST"
+ENV_WEB_PORT = "PIXELPIPE_WEB_PORT"
+ENV_MAX_PIXELS = "PIXELPIPE_MAX_PIXELS"
+ENV_MAX_SIDE = "PIXELPIPE_MAX_SIDE"
+ENV_MAX_BYTES = "PIXELPIPE_MAX_BYTES"
+ENV_WORKER_MEMORY_MB = "PIXELPIPE_WORKER_MEMORY_MB"
+ENV_DATADIR = "PIXELPIPE_DATADIR"
+
+DEFAULT_BROKER = "kafka://127.0.0.1:9092"
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker, the CLI and the client API need to agree on."""
+
+    broker: str = DEFAULT_BROKER
+    data_dir: Path = Path(".pixelpipe/blobs")
+    topic_prefix: str = "pixelpipe"
+    app_id: str = "pixelpipe"
+    upload_partitions: int = 12
+    workers: int = max(1, os.cpu_count() or 1)
+    task_timeout_s: float = 60.0
+    max_inflight: int = 0  # 0: derived from workers in __post_init__
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    max_pixels: int = 50_000_000
+    max_side: int = 16_384
+    max_bytes: int = 50 * 1024 * 1024
+    worker_memory_mb: int = 2048
+    state_dir: Path = Path(".pixelpipe/worker")
+
+    def __post_init__(self) -> None:
+        if self.max_inflight <= 0:
+            # Two tasks queued per process keeps both cores busy while one event's outputs are
+            # being delivered; more would only lengthen the replay after a crash.
+            object.__setattr__(self, "max_inflight", 2 * self.workers + 2)
+        if self.workers < 1:
+            raise ConfigError(f"{ENV_WORKERS} must be at least 1")
+        if self.upload_partitions < 1:
+            raise ConfigError(f"{ENV_UPLOAD_PARTITIONS} must be at least 1")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port[,host:port]`` for aiokafka, from the ``kafka://`` URL(s)."""
+        return bootstrap_from_url(self.broker)
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Defaults, then environment variables, then non-None keyword ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        _read(env, ENV_KAFKA, values, "broker", str)
+        _read(env, ENV_DATA, values, "data_dir", Path)
+        _read(env, ENV_TOPIC_PREFIX, values, "topic_prefix", str)
+        _read(env, ENV_APP_ID, values, "app_id", str)
+        _read(env, ENV_UPLOAD_PARTITIONS, values, "upload_partitions", int)
+        _read(env, ENV_WORKERS, values, "workers", int)
+        _read(env, ENV_TASK_TIMEOUT, values, "task_timeout_s", float)
+        _read(env, ENV_MAX_INFLIGHT, values, "max_inflight", int)
+        _read(env, ENV_WEB_HOST, values, "web_host", str)
+        _read(env, ENV_WEB_PORT, values, "web_port", int)
+        _read(env, ENV_MAX_PIXELS, values, "max_pixels", int)
+        _read(env, ENV_MAX_SIDE, values, "max_side", int)
+        _read(env, ENV_MAX_BYTES, values, "max_bytes", int)
+        _read(env, ENV_WORKER_MEMORY_MB, values, "worker_memory_mb", int)
+        _read(env, ENV_DATADIR, values, "state_dir", Path)
+        known = {f.name for f in fields(cls)}
+        for key, value in overrides.items():
+            if key not in known:
+                raise TypeError(f"unknown setting {key!r}")
+            if value is not None:
+                values[key] = Path(value) if key in ("data_dir", "state_dir") else value
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some settings changed."""
+        return replace(self, **changes)
+
+
+def _read(
+    env: Mapping[str, str], name: str, into: dict[str, Any], key: str, kind: type[Any]
+) -> None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return
+    try:
+        into[key] = kind(raw.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from exc
+
+
+def bootstrap_from_url(url: str) -> str:
+    """``kafka://a:9092;b:9092`` or ``kafka://a:9092,kafka://b:9092`` -> ``a:9092,b:9092``."""
+    servers = []
+    for part in url.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "://" in part:
+            scheme, _, part = part.partition("://")
+            if scheme not in ("kafka", "aiokafka"):
+                raise ConfigError(f"unsupported broker URL scheme {scheme!r} in {url!r}")
+        servers.append(part.rstrip("/"))
+    if not servers:
+        raise ConfigError(f"no broker address in {url!r}")
+    return ",".join(servers)

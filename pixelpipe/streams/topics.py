@@ -1,0 +1,61 @@
+"""Topic names: small pure functions over a prefix, shared by agents, CLI and tests.
+
+The default names are a contract (ARCHITECTURE.md section 2): ``pixelpipe.uploads``,
+``pixelpipe.processed``, ``pixelpipe.retry.<tier>``, ``pixelpipe.dlq``, ``pixelpipe.outcomes``,
+``pixelpipe.breaker``, ``pixelpipe.alerts``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "pixelpipe"
+
+
+def uploads_topic(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}.uploads"
+
+
+def processed_topic(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}.processed"
+
+
+def retry_topic(tier: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """``retry_topic("5s") == "pixelpipe.retry.5s"``."""
+    return f"{prefix}.retry.{tier}"
+
+
+def dlq_topic(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}.dlq"
+
+
+def outcomes_topic(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}.outcomes"
+
+
+def breaker_topic(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}.breaker"
+
+
+def alerts_topic(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}.alerts"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic the app declares at start-up when missing (existing topics are never altered)."""
+
+    name: str
+    partitions: int
+    compacted: bool = False
+    retention_ms: int | None = None
+
+
+def pipeline_topics(prefix: str, upload_partitions: int) -> tuple[TopicSpec, ...]:
+    """Every topic of the upload -> processed / dead-letter path, with its shape."""
+    return (
+        TopicSpec(uploads_topic(prefix), upload_partitions),
+        TopicSpec(processed_topic(prefix), upload_partitions),
+        # Dead letters are kept until an operator deals with them: no time-based deletion.
+        TopicSpec(dlq_topic(prefix), 1, retention_ms=-1),
+    )

@@ -1,0 +1,22 @@
+"""Shared fixtures. The broker logic lives in tests/kafka_broker.py (see its docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kafka_broker import Broker, session_broker
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[Broker]:
+    """The session's real Kafka broker (env, testcontainers or infra/); CI fails if none."""
+    broker = session_broker()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: Broker) -> str:
+    """Bootstrap servers, e.g. "127.0.0.1:19092"."""
+    return kafka_broker.bootstrap
