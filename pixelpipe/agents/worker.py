@@ -13,11 +13,10 @@ from pixelpipe.agents.pipeline import UploadProcessor
 from pixelpipe.agents.process import register_process_agent
 from pixelpipe.agents.web import register_web_views
 from pixelpipe.imaging import ImagePool, Limits
-from pixelpipe.streams.admin import ensure_topics
+from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.app import PipelineTopics, create_app, pipeline_topics
 from pixelpipe.streams.blobstore import LocalBlobStore
 from pixelpipe.streams.settings import Settings
-from pixelpipe.streams.topics import pipeline_topics as topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +61,7 @@ def build_worker(settings: Settings) -> WorkerParts:
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Declare the topics, then run a faust worker until SIGTERM/SIGINT. Blocks."""
-    asyncio.run(
-        ensure_topics(
-            settings.bootstrap_servers,
-            topic_specs(settings.topic_prefix, settings.upload_partitions),
-        )
-    )
+    asyncio.run(declare_pipeline_topics(settings))
     parts = build_worker(settings)
     worker = faust.Worker(parts.app, loglevel=loglevel, redirect_stdouts=False)
     try:

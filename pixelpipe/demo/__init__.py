@@ -22,11 +22,11 @@ import orjson
 
 from pixelpipe.demo.samples import Sample, make_samples
 from pixelpipe.schemas import to_dict, utc_now_iso
-from pixelpipe.streams.admin import ensure_topics
+from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.client import Outcome, Publisher
 from pixelpipe.streams.errors import BrokerUnavailable
 from pixelpipe.streams.settings import Settings
-from pixelpipe.streams.topics import pipeline_topics, uploads_topic
+from pixelpipe.streams.topics import uploads_topic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO_ROOT / "infra" / "kafka.sh"
@@ -43,11 +43,7 @@ def _say(message: str) -> None:
 
 async def _broker_answers(settings: Settings) -> bool:
     try:
-        await ensure_topics(
-            settings.bootstrap_servers,
-            pipeline_topics(settings.topic_prefix, settings.upload_partitions),
-            timeout_s=5,
-        )
+        await declare_pipeline_topics(settings, timeout_s=5)
     except BrokerUnavailable:
         return False
     return True

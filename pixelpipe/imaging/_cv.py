@@ -26,7 +26,7 @@ _CV_ENV = {
     "OPENCV_IO_ENABLE_JASPER": "0",
     # libjpeg's "Corrupt JPEG data" warnings go to stderr otherwise; we detect truncation
     # ourselves and report through errors
-    "OPENCV_LOG_LEVEL": "ERROR",
+    "OPENCV_LOG_LEVEL": "FATAL",
     # OpenCL device probing costs start-up time and memory in every pool process
     "OPENCV_OPENCL_RUNTIME": "disabled",
     # cv2 links OpenBLAS; one thread per process like everything else here

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import struct
 
-import numpy as np
-import numpy.typing as npt
-
 from pixelpipe.imaging._cv import cv2
+from pixelpipe.imaging.ops.base import Image
 
 __all__ = ["apply_orientation", "oriented_size", "read_orientation"]
 
@@ -44,9 +42,7 @@ def oriented_size(width: int, height: int, orientation: int) -> tuple[int, int]:
     return (height, width) if orientation >= 5 else (width, height)
 
 
-def apply_orientation(
-    image: npt.NDArray[np.uint8], orientation: int
-) -> npt.NDArray[np.uint8]:
+def apply_orientation(image: Image, orientation: int) -> Image:
     """Return ``image`` turned upright for EXIF ``orientation`` (1 returns it unchanged)."""
     if orientation == 2:
         return cv2.flip(image, 1)

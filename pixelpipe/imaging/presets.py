@@ -13,7 +13,7 @@ from typing import Any
 from pixelpipe.errors import InvalidOperation
 from pixelpipe.imaging.spec import Operation, parse_operations
 
-__all__ = ["PRESET_SPECS", "PRESETS", "resolve_rendition"]
+__all__ = ["PRESETS", "PRESET_SPECS", "resolve_rendition"]
 
 #: preset name -> operations in the CLI grammar
 PRESET_SPECS: Mapping[str, tuple[str, ...]] = MappingProxyType(

@@ -14,7 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from pixelpipe.streams.errors import BrokerUnavailable
-from pixelpipe.streams.topics import TopicSpec
+from pixelpipe.streams.settings import Settings
+from pixelpipe.streams.topics import TopicSpec, pipeline_topics
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,17 @@ def _config(spec: TopicSpec) -> dict[str, str]:
 
 
 async def ensure_topics(
-    bootstrap_servers: str, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0
+    bootstrap_servers: str,
+    specs: Iterable[TopicSpec],
+    *,
+    replication_factor: int = 1,
+    timeout_s: float = 30.0,
 ) -> list[str]:
-    """Create the missing topics among ``specs``; return the names created."""
+    """Create the missing topics among ``specs``; return the names created.
+
+    ``replication_factor``: 1 for the single local broker; 3 on a production cluster
+    (``PIXELPIPE_REPLICATION_FACTOR``).
+    """
     specs = list(specs)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
@@ -50,8 +59,12 @@ async def ensure_topics(
             return []
         response = await admin.create_topics(
             [
-                NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1,
-                         topic_configs=_config(s))
+                NewTopic(
+                    s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=replication_factor,
+                    topic_configs=_config(s),
+                )
                 for s in missing
             ]
         )
@@ -68,3 +81,13 @@ async def ensure_topics(
         raise BrokerUnavailable(f"cannot declare topics: {exc}") from exc
     finally:
         await admin.close()
+
+
+async def declare_pipeline_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+    """Create the topics of the upload path that are missing, shaped by ``settings``."""
+    return await ensure_topics(
+        settings.bootstrap_servers,
+        pipeline_topics(settings.topic_prefix, settings.upload_partitions),
+        replication_factor=settings.replication_factor,
+        timeout_s=timeout_s,
+    )

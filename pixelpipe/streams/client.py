@@ -42,11 +42,11 @@ from pixelpipe.schemas import (
 )
 from pixelpipe.schemas.events import Priority
 from pixelpipe.streams import headers as h
-from pixelpipe.streams.admin import ensure_topics
+from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.blobstore import LocalBlobStore
 from pixelpipe.streams.errors import BrokerUnavailable, DeliveryFailed, OutcomeTimeout
 from pixelpipe.streams.settings import Settings
-from pixelpipe.streams.topics import dlq_topic, pipeline_topics, processed_topic, uploads_topic
+from pixelpipe.streams.topics import dlq_topic, processed_topic, uploads_topic
 
 CONTENT_TYPES = {
     ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
@@ -132,10 +132,7 @@ class Publisher:
 
     async def start(self) -> None:
         if self._declare:
-            await ensure_topics(
-                self.settings.bootstrap_servers,
-                pipeline_topics(self.settings.topic_prefix, self.settings.upload_partitions),
-            )
+            await declare_pipeline_topics(self.settings)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap_servers,
             acks="all",
@@ -316,7 +313,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
         parts = consumer.partitions_for_topic(topic)
         if parts:
             return set(parts)
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public equivalent
+        await consumer._client.force_metadata_update()
         await asyncio.sleep(0.1)
     raise BrokerUnavailable(f"topic {topic} does not exist (is a worker declaring topics?)")
 

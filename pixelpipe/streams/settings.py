@@ -20,6 +20,7 @@ edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` w
 | PIXELPIPE_MAX_BYTES             | 52428800                    | decode limit: source bytes            |
 | PIXELPIPE_WORKER_MEMORY_MB      | 2048                        | address-space cap per image process   |
 | PIXELPIPE_DATADIR               | ./.pixelpipe/worker         | Faust state (tables) directory        |
+| PIXELPIPE_REPLICATION_FACTOR    | 1                           | replicas of topics we create          |
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ ENV_MAX_SIDE = "PIXELPIPE_MAX_SIDE"
 ENV_MAX_BYTES = "PIXELPIPE_MAX_BYTES"
 ENV_WORKER_MEMORY_MB = "PIXELPIPE_WORKER_MEMORY_MB"
 ENV_DATADIR = "PIXELPIPE_DATADIR"
+ENV_REPLICATION_FACTOR = "PIXELPIPE_REPLICATION_FACTOR"
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
@@ -72,6 +74,7 @@ class Settings:
     max_bytes: int = 50 * 1024 * 1024
     worker_memory_mb: int = 2048
     state_dir: Path = Path(".pixelpipe/worker")
+    replication_factor: int = 1
 
     def __post_init__(self) -> None:
         if self.max_inflight <= 0:
@@ -110,6 +113,7 @@ class Settings:
         _read(env, ENV_MAX_BYTES, values, "max_bytes", int)
         _read(env, ENV_WORKER_MEMORY_MB, values, "worker_memory_mb", int)
         _read(env, ENV_DATADIR, values, "state_dir", Path)
+        _read(env, ENV_REPLICATION_FACTOR, values, "replication_factor", int)
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():
             if key not in known:

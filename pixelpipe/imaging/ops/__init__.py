@@ -11,16 +11,30 @@ from types import MappingProxyType
 
 from pixelpipe.imaging.ops.base import OpDef
 from pixelpipe.imaging.ops.debug import DEBUG_SLEEP
+from pixelpipe.imaging.ops.filters import BLUR, GRAYSCALE, SHARPEN
+from pixelpipe.imaging.ops.geometry import AUTO_ORIENT, CROP, FLIP, ROTATE
 from pixelpipe.imaging.ops.output import FORMAT, STRIP
 from pixelpipe.imaging.ops.resize import RESIZE
+from pixelpipe.imaging.ops.watermark import WATERMARK
 
 __all__ = ["ALIASES", "REGISTRY", "OpDef"]
 
 REGISTRY: Mapping[str, OpDef] = MappingProxyType(
-    {op.name: op for op in (RESIZE, FORMAT, STRIP, DEBUG_SLEEP)}
+    {
+        op.name: op
+        for op in (
+            RESIZE, CROP, ROTATE, AUTO_ORIENT, FLIP, BLUR, SHARPEN, GRAYSCALE, WATERMARK,
+            FORMAT, STRIP, DEBUG_SLEEP,
+        )
+    }
 )
 
 #: accepted spellings of operation names
 ALIASES: Mapping[str, str] = MappingProxyType(
-    {"greyscale": "grayscale", "autoorient": "auto-orient", "auto_orient": "auto-orient"}
+    {
+        "greyscale": "grayscale",
+        "autoorient": "auto-orient",
+        "auto_orient": "auto-orient",
+        "rotation": "rotate",
+    }
 )

@@ -30,8 +30,9 @@ __all__ = [
     "same_size",
 ]
 
-#: a decoded image: uint8, 2-D (gray), 3 channels (BGR) or 4 (BGRA)
-Image = npt.NDArray[np.uint8]
+#: a decoded image: 2-D (gray), 3 channels (BGR) or 4 (BGRA); always uint8 after decoding
+#: (``Any`` because OpenCV's stubs type every result as a generic ``MatLike``)
+Image = npt.NDArray[Any]
 Params = Mapping[str, Any]
 Size = tuple[int, int]
 #: (blue, green, red, alpha), each 0-255
