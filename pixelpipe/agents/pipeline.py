@@ -77,8 +77,10 @@ class UploadProcessor:
         upload: UploadEvent | None = None
         try:
             upload = decode_upload(raw)
+            # Validate every rendition (cheap, pure) before touching the source or the CPU.
+            plans = [(r, resolve_operations(r.preset, _operations(r))) for r in upload.renditions]
             source_path = await self._check_source(upload)
-            results = await self._render_all(upload, source_path)
+            results = await self._render_all(upload, source_path, plans)
         except PixelpipeError as error:
             return self._dead_letter(raw, upload, error, origin, tier)
         except Exception as exc:  # a bug below us: dead-letter it with the evidence
@@ -126,9 +128,10 @@ class UploadProcessor:
             )
         return path
 
-    async def _render_all(self, upload: UploadEvent, source: Path) -> list[RenditionResult]:
-        # Validate every rendition before spending CPU on any of them.
-        plans = [(r, resolve_operations(r.preset, _operations(r))) for r in upload.renditions]
+    async def _render_all(
+        self, upload: UploadEvent, source: Path,
+        plans: Sequence[tuple[RenditionRequest, Sequence[Operation]]],
+    ) -> list[RenditionResult]:
         outcomes = await asyncio.gather(
             *(self._render_one(upload, source, r, ops) for r, ops in plans),
             return_exceptions=True,

@@ -159,7 +159,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             result = f"[yellow]dead letter: {row['got']}[/yellow]"
         table.add_row(row["input"], row["what"], result, details,
                       "yes" if row["ok"] else f"[red]NO (expected {row['expected']})[/red]")
-    Console(soft_wrap=False, width=200).print(table)
+    Console().print(table)
 
 
 def run_demo(settings: Settings, *, keep_running: bool = False, photos: Path | None = None) -> int:

@@ -83,7 +83,7 @@ def make_samples(folder: Path, photos: Path | None = None) -> list[Sample]:
     samples.append(Sample(garbage, "unsupported_format", "random bytes named .jpg"))
     empty = folder / "broken-empty.png"
     empty.write_bytes(b"")
-    samples.append(Sample(empty, "unsupported_format", "zero bytes"))
+    samples.append(Sample(empty, "corrupt_image", "zero bytes"))
     bomb = folder / "broken-claims-100000x100000.png"
     bomb.write_bytes(_png_claiming(100_000, 100_000))
     samples.append(Sample(bomb, "image_too_large", "header claims 10 gigapixels"))

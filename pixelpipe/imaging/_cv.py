@@ -39,6 +39,9 @@ for _key, _value in _CV_ENV.items():
 
 import cv2  # noqa: E402  (must follow the environment set-up above)
 
+# in case cv2 was imported before us (then the env above came too late for the log level)
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
+
 __all__ = ["cv2", "single_thread"]
 
 
