@@ -414,11 +414,12 @@ class ProcessedConsumer:
                     break
             if self.group is not None and batches:
                 await consumer.commit()
-            if stop_at is not None and all(
-                await _at_or_past(consumer, tp, end) for tp, end in stop_at.items()
-            ):
+            if stop_at is not None and await _all_at_or_past(consumer, stop_at):
                 return
 
 
-async def _at_or_past(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
-    return end == 0 or await consumer.position(tp) >= end
+async def _all_at_or_past(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if end > 0 and await consumer.position(tp) < end:
+            return False
+    return True

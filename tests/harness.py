@@ -1,0 +1,202 @@
+"""Test harness for the real pipeline: isolated settings, worker subprocesses, CLI runs.
+
+Every test gets its own topic prefix, consumer group and blob store, so tests never see each
+other's events even on one broker. Workers are real ``pixelpipe worker`` subprocesses (the most
+isolated way to run faust; also the only way to kill -9 one).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class PipelineEnv:
+    """The environment of one test's pipeline: broker, prefix, group, store, state."""
+
+    bootstrap: str
+    root: Path
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+    workers: int = 2
+
+    @property
+    def app_id(self) -> str:
+        return f"{self.prefix}-app"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "blobs"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            PIXELPIPE_KAFKA=f"kafka://{self.bootstrap}",
+            PIXELPIPE_DATA=str(self.data_dir),
+            PIXELPIPE_TOPIC_PREFIX=self.prefix,
+            PIXELPIPE_APP_ID=self.app_id,
+            PIXELPIPE_WORKERS=str(self.workers),
+            PIXELPIPE_UPLOAD_PARTITIONS="6",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
+    def settings(self, **overrides: Any) -> Any:
+        from pixelpipe.streams.settings import Settings
+
+        return Settings.from_env(self.env(), **overrides)
+
+    def cli(
+        self, *args: str, timeout: float = 300, input_: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run ``pixelpipe ARGS`` as a user would; stdout/stderr captured."""
+        result = subprocess.run(
+            [sys.executable, "-m", "pixelpipe", *args], env=self.env(), capture_output=True,
+            timeout=timeout, input=input_, check=False,
+        )
+        if check and result.returncode not in (0, 2):
+            raise AssertionError(
+                f"pixelpipe {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stderr.decode(errors='replace')[-3000:]}"
+            )
+        return result
+
+    def start_worker(self, name: str = "w1", **extra_env: str) -> WorkerProcess:
+        port = free_port()
+        state = self.root / f"state-{name}"
+        log_path = self.root / f"worker-{name}.log"
+        env = self.env(PIXELPIPE_WEB_PORT=str(port), PIXELPIPE_DATADIR=str(state), **extra_env)
+        log = log_path.open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pixelpipe", "worker", "--loglevel", "info"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+        )
+        log.close()
+        worker = WorkerProcess(process=process, web_port=port, log_path=log_path)
+        worker.wait_ready()
+        return worker
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    web_port: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+        url = f"http://127.0.0.1:{self.web_port}{path}"
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+            return response.status, orjson.loads(response.read())
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until faust says the worker is ready and it has partitions assigned."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited {self.process.returncode}:\n{self.log()[-4000:]}")
+            if "Worker ready" in self.log():
+                try:
+                    status, body = self.get("/ready", timeout=2)
+                except OSError:
+                    status, body = 0, {}
+                if status == 200 and body.get("assigned_partitions", 0) > 0:
+                    return
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready within {timeout} s:\n{self.log()[-4000:]}")
+
+    def children(self) -> list[Any]:
+        import psutil
+
+        try:
+            return list(psutil.Process(self.process.pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill9(self) -> None:
+        """SIGKILL the worker, as the OOM killer or a power cut would; then reap its pool."""
+        children = self.children()
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+        self._reap(children)
+
+    def stop(self, timeout: float = 60) -> int:
+        children = self.children()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reap(children)
+        return int(self.process.returncode)
+
+    @staticmethod
+    def _reap(children: list[Any]) -> None:
+        # Pool processes of a killed parent exit on their own when their pipe closes; make
+        # sure none outlives a test either way.
+        import psutil
+
+        _gone, alive = psutil.wait_procs(children, timeout=10)
+        for proc in alive:
+            proc.kill()
+
+
+def json_lines(output: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def consume_all(
+    bootstrap: str, topics: Sequence[str], *, expect: int, timeout: float = 120.0
+) -> list[Any]:
+    """Read every record of ``topics`` from the beginning until ``expect`` or the timeout."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    async def read() -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while len(records) < expect and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for items in batch.values():
+                    records.extend(items)
+            # one more short read: anything past `expect` is a duplicate we want to see
+            batch = await consumer.getmany(timeout_ms=1000)
+            for items in batch.values():
+                records.extend(items)
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(read())
