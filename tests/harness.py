@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,9 +171,19 @@ def json_lines(output: bytes) -> list[dict[str, Any]]:
 
 
 def consume_all(
-    bootstrap: str, topics: Sequence[str], *, expect: int, timeout: float = 120.0
+    bootstrap: str,
+    topics: Sequence[str],
+    *,
+    expect: int | None = None,
+    done: Callable[[list[Any]], bool] | None = None,
+    timeout: float = 120.0,
 ) -> list[Any]:
-    """Read every record of ``topics`` from the beginning until ``expect`` or the timeout."""
+    """Read every record of ``topics`` from the beginning until ``done(records)`` (or
+    ``expect`` records) or the timeout, then one more second for stragglers (duplicates)."""
+    if done is None:
+        def done(records: list[Any]) -> bool:
+            return len(records) >= (expect or 0)
+
     import asyncio
 
     from aiokafka import AIOKafkaConsumer
@@ -187,7 +197,7 @@ def consume_all(
         records: list[Any] = []
         deadline = time.monotonic() + timeout
         try:
-            while len(records) < expect and time.monotonic() < deadline:
+            while not done(records) and time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=500)
                 for items in batch.values():
                     records.extend(items)

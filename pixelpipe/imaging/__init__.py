@@ -19,7 +19,7 @@ from pixelpipe.imaging.limits import DEFAULT_LIMITS, Limits
 from pixelpipe.imaging.ops import REGISTRY
 from pixelpipe.imaging.pool import ImagePool
 from pixelpipe.imaging.presets import PRESETS, resolve_rendition
-from pixelpipe.imaging.render import RenderResult, render
+from pixelpipe.imaging.engine import RenderResult, render
 from pixelpipe.imaging.spec import (
     Operation,
     canonical_spec,

@@ -75,10 +75,11 @@ def _read_file(path: str, max_bytes: int) -> bytes:
         raise ForbiddenSource(f"cannot read {path}: {exc.strerror}", processor="decode") from exc
     except OSError as exc:
         raise SourceMissing(f"cannot open {path}: {exc.strerror}", processor="decode") from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ForbiddenSource(f"not a regular file: {path}", processor="decode")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ForbiddenSource(f"not a regular file: {path}", processor="decode")
         if info.st_size > max_bytes:
             raise ImageTooLarge(
                 f"source is {info.st_size} bytes, over {max_bytes}", processor="decode"

@@ -37,7 +37,7 @@ from pixelpipe.errors import (
     WorkerCrashed,
 )
 from pixelpipe.imaging.limits import DEFAULT_LIMITS, Limits
-from pixelpipe.imaging.render import RenderResult
+from pixelpipe.imaging.engine import RenderResult
 from pixelpipe.imaging.spec import Operation
 
 __all__ = ["OUT_OF_MEMORY_EXIT", "ImagePool"]
@@ -72,7 +72,7 @@ def _init_child(memory_limit_mb: int | None) -> None:
 def _run_in_child(
     source_path: str, operations: tuple[Operation, ...], limits: Limits
 ) -> RenderResult:
-    from pixelpipe.imaging.render import render
+    from pixelpipe.imaging.engine import render
 
     try:
         return render(source_path, operations, limits)
