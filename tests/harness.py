@@ -109,7 +109,7 @@ class WorkerProcess:
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
         url = f"http://127.0.0.1:{self.web_port}{path}"
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, orjson.loads(response.read())
 
     def wait_ready(self, timeout: float = 90.0) -> None:

@@ -14,12 +14,12 @@ package imports cv2 through :mod:`pixelpipe.imaging._cv`, which sets them first.
 from __future__ import annotations
 
 from pixelpipe.imaging import _cv  # noqa: F401  (sets OpenCV's env caps before cv2 loads)
+from pixelpipe.imaging.engine import RenderResult, render
 from pixelpipe.imaging.formats import OUTPUT_FORMATS, SOURCE_FORMATS
 from pixelpipe.imaging.limits import DEFAULT_LIMITS, Limits
 from pixelpipe.imaging.ops import REGISTRY
 from pixelpipe.imaging.pool import ImagePool
 from pixelpipe.imaging.presets import PRESETS, resolve_rendition
-from pixelpipe.imaging.engine import RenderResult, render
 from pixelpipe.imaging.spec import (
     Operation,
     canonical_spec,

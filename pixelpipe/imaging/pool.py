@@ -36,8 +36,8 @@ from pixelpipe.errors import (
     ProcessingTimeout,
     WorkerCrashed,
 )
-from pixelpipe.imaging.limits import DEFAULT_LIMITS, Limits
 from pixelpipe.imaging.engine import RenderResult
+from pixelpipe.imaging.limits import DEFAULT_LIMITS, Limits
 from pixelpipe.imaging.spec import Operation
 
 __all__ = ["OUT_OF_MEMORY_EXIT", "ImagePool"]
@@ -158,17 +158,24 @@ class ImagePool:
         except Exception as exc:
             raise InternalError(f"pool: {type(exc).__name__}: {exc}", processor="pool") from exc
 
+    async def warm_up(self) -> None:
+        """Start the processes now (spawn, initializer, ``import cv2``: about a second each),
+        so the first uploads do not pay for it. pebble starts them on the first schedule."""
+        futures = [self._pool.schedule(os.getpid) for _ in range(self.workers)]
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting work, let running tasks finish for up to ``timeout`` seconds
         (default: the task timeout), then stop the workers."""
         if self._closed:
             return
         self._closed = True
-        self._pool.close()
+        # pebble is untyped
+        self._pool.close()  # type: ignore[no-untyped-call]
         try:
             self._pool.join(timeout if timeout is not None else self.task_timeout_s)
         except TimeoutError:
-            self._pool.stop()
+            self._pool.stop()  # type: ignore[no-untyped-call]
             self._pool.join()
 
     async def aclose(self, timeout: float | None = None) -> None:

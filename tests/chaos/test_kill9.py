@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
 import pytest
 from harness import PipelineEnv, consume_all
 from images import mixed_images

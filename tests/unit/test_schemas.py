@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -102,10 +103,8 @@ def test_invalid_uploads_are_malformed_events_with_a_precise_message(
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_decode_or_raise_malformed_event_only(raw: bytes) -> None:
-    try:
+    with contextlib.suppress(MalformedEvent):
         decode_upload(raw)
-    except MalformedEvent:
-        pass
 
 
 json_values = st.recursive(
@@ -118,10 +117,8 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(list(upload())), json_values, max_size=8))
 def test_upload_with_wild_field_values_is_decoded_or_malformed(fields: dict[str, object]) -> None:
-    try:
+    with contextlib.suppress(MalformedEvent):
         decode_upload(orjson.dumps(upload(**fields)))
-    except MalformedEvent:
-        pass
 
 
 def test_original_keeps_non_json_bytes_as_base64() -> None:

@@ -33,11 +33,14 @@ FITS = ("inside", "cover", "contain", "exact")
 
 
 def _box(params: Params, w: int, h: int) -> Size:
-    tw, th = params.get("width"), params.get("height")
-    if tw is None:
+    tw: int | None = params.get("width")
+    th: int | None = params.get("height")
+    if tw is None and th is not None:
         return (max(1, round(w * th / h)), th)
-    if th is None:
+    if th is None and tw is not None:
         return (tw, max(1, round(h * tw / w)))
+    if tw is None or th is None:  # refused by _validate; kept for the type checker
+        raise InvalidOperation("resize: give width, height or both", processor="resize")
     return (tw, th)
 
 

@@ -21,7 +21,7 @@ from pixelpipe.errors import (
     SourceMissing,
     UnsupportedFormat,
 )
-from pixelpipe.imaging import Limits, RenderResult, parse_operations, render
+from pixelpipe.imaging import DEFAULT_LIMITS, Limits, RenderResult, parse_operations, render
 from pixelpipe.imaging._cv import cv2
 
 #: what a bad input may be refused with: the input's fault, never a crash or internal error
@@ -49,7 +49,7 @@ SAMPLES: dict[str, bytes] = {
 }
 
 
-def _outcome(data: bytes, limits: Limits = Limits()) -> RenderResult | PixelpipeError:
+def _outcome(data: bytes, limits: Limits = DEFAULT_LIMITS) -> RenderResult | PixelpipeError:
     try:
         return render(data, OPS, limits)
     except PixelpipeError as exc:

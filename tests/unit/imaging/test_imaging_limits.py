@@ -11,8 +11,8 @@ import pytest
 from imaging_samples import png_bomb
 
 from pixelpipe.errors import ImageTooLarge
-from pixelpipe.imaging import parse_operations, render
 from pixelpipe.imaging import decode as decode_module
+from pixelpipe.imaging import parse_operations, render
 
 
 def test_decoder_is_never_called_for_an_over_limit_header(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,126 @@
+"""End-to-end throughput: the pipeline through Kafka vs the same engine in a bare loop.
+
+Both sides in one run, on the same images and renditions, with 2 image processes:
+
+- bare: ``ImagePool(workers=2)`` renders every (image, rendition) with no Kafka, no blob store,
+  no hashing: the ceiling.
+- pipeline: a real ``pixelpipe worker`` subprocess (2 image processes) on a real broker;
+  timed from the first publish to the last processed event (the worker is started and ready
+  before the clock starts; publishing is part of the measured time).
+
+Usage (needs a broker; ``infra/kafka.sh up`` starts one on 127.0.0.1:9092):
+
+    .venv/bin/python benchmarks/pipeline/bench_pipeline.py --bootstrap 127.0.0.1:9092 \
+        --copies 40 --rounds 3 --out benchmarks/pipeline/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness import PipelineEnv  # noqa: E402
+
+from pixelpipe.imaging import ImagePool, Limits, resolve_rendition  # noqa: E402
+from pixelpipe.streams.client import Publisher  # noqa: E402
+
+PHOTOS = REPO.parent / "shared" / "data" / "photos"
+RENDITIONS = [
+    {"name": "thumbnail", "preset": "thumbnail"},
+    {"name": "web", "operations": ["resize:width=800,height=800,fit=inside",
+                                   "format:type=webp,quality=80"]},
+]
+
+
+def _ops() -> list[tuple]:
+    return [tuple(resolve_rendition(r.get("preset"), r.get("operations"))) for r in RENDITIONS]
+
+
+async def bare(paths: list[Path]) -> float:
+    """Images per second of the engine alone, 2 processes, same work."""
+    ops = _ops()
+    async with ImagePool(workers=2) as pool:
+        # warm the processes (spawn + import cv2) outside the clock, as the worker is warm too
+        await asyncio.gather(*(pool.run(str(paths[0]), ops[0], Limits()) for _ in range(2)))
+        began = time.perf_counter()
+        sem = asyncio.Semaphore(6)
+
+        async def one(path: Path) -> None:
+            async with sem:
+                await asyncio.gather(*(pool.run(str(path), o, Limits()) for o in ops))
+
+        await asyncio.gather(*(one(p) for p in paths))
+        return len(paths) / (time.perf_counter() - began)
+
+
+async def through_kafka(env: PipelineEnv, paths: list[Path]) -> float:
+    async with Publisher(env.settings()) as publisher:
+        await publisher.watch_outcomes()
+        # one event end to end outside the clock: connections and metadata are warm, as the
+        # bare side's processes are
+        warm = await publisher.publish_file(paths[0], RENDITIONS)
+        await publisher.wait_for(warm.event_id, timeout=300)
+        began = time.perf_counter()
+        uploads = [await publisher.publish_file(p, RENDITIONS) for p in paths]
+        for upload in uploads:
+            outcome = await publisher.wait_for(upload.event_id, timeout=900)
+            assert outcome.status == "processed", outcome
+        return len(paths) / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--copies", type=int, default=40, help="events per photo")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    if not photos:
+        raise SystemExit(f"no photos in {PHOTOS}")
+    paths = [p for _ in range(args.copies) for p in photos]
+    bare_rates, kafka_rates = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = PipelineEnv(bootstrap=args.bootstrap, root=Path(tmp), workers=2)
+        worker = env.start_worker("bench")
+        try:
+            for round_ in range(args.rounds):
+                bare_rates.append(asyncio.run(bare(paths)))
+                kafka_rates.append(asyncio.run(through_kafka(env, paths)))
+                print(f"round {round_ + 1}: bare {bare_rates[-1]:.2f} img/s, "
+                      f"pipeline {kafka_rates[-1]:.2f} img/s", flush=True)
+        finally:
+            worker.stop()
+    b, k = statistics.median(bare_rates), statistics.median(kafka_rates)
+    command = "benchmarks/pipeline/bench_pipeline.py " + " ".join(sys.argv[1:])
+    report = f"""# Pipeline throughput vs a bare engine loop
+
+Command: `.venv/bin/python {command}`
+
+Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, 2 cores;
+{len(paths)} events per round ({args.copies} x each of {', '.join(p.name for p in photos)}),
+2 renditions each (thumbnail preset, 800 px WebP q80), 2 image processes on both sides;
+median of {args.rounds} rounds.
+
+| side | images/s (median) | rounds |
+|---|---|---|
+| bare 2-process loop (no Kafka) | {b:.2f} | {', '.join(f'{r:.2f}' for r in bare_rates)} |
+| pipeline through Kafka | {k:.2f} | {', '.join(f'{r:.2f}' for r in kafka_rates)} |
+| ratio pipeline / bare | {k / b:.3f} | target >= 0.9 |
+"""
+    print(report)
+    if args.out:
+        args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
