@@ -7,10 +7,13 @@ carry alpha, so transparent pixels are composited over white.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from pixelpipe.errors import InternalError, WorkerCrashed
+import numpy as np
+
+from pixelpipe.errors import InternalError, UnsupportedFormat, WorkerCrashed
 from pixelpipe.imaging._cv import cv2
 from pixelpipe.imaging.ops.base import Image
 from pixelpipe.imaging.ops.output import (
@@ -21,7 +24,7 @@ from pixelpipe.imaging.ops.output import (
 from pixelpipe.imaging.ops.pixels import channels, flatten
 from pixelpipe.imaging.spec import Operation
 
-__all__ = ["encode", "output_format"]
+__all__ = ["avif_supported", "encode", "output_format"]
 
 _EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "avif": ".avif"}
 
@@ -64,8 +67,24 @@ def _flags(kind: str, options: dict[str, Any]) -> list[int]:
     raise InternalError(f"no encoder for {kind!r}", processor="encode")
 
 
+@functools.cache
+def avif_supported() -> bool:
+    """Whether this OpenCV build can write AVIF (opencv-python-headless 5.0 wheels can)."""
+    try:
+        ok, _ = cv2.imencode(".avif", np.zeros((8, 8, 3), np.uint8))
+    except cv2.error:
+        return False
+    return bool(ok)
+
+
 def encode(image: Image, kind: str, options: dict[str, Any]) -> bytes:
-    """Encode ``image`` as ``kind`` (jpeg, png, webp, avif) with ``options``."""
+    """Encode ``image`` as ``kind`` (jpeg, png, webp, avif) with ``options``.
+
+    AVIF needs an OpenCV built with libavif; without it the render fails with
+    ``unsupported_format`` (processor ``encode``), never a crash.
+    """
+    if kind == "avif" and not avif_supported():
+        raise UnsupportedFormat("this OpenCV build cannot encode AVIF", processor="encode")
     if kind == "jpeg" and channels(image) == 4:
         image = flatten(image)
     try:
