@@ -223,6 +223,7 @@ write_config() {
     cat >"$RUN_DIR/log4j2.properties" <<'EOF'
 status = warn
 name = pixelpipe-kafka
+shutdownHook = disable
 appender.console.type = Console
 appender.console.name = STDOUT
 appender.console.layout.type = PatternLayout

@@ -57,6 +57,8 @@ class PipelineEnv:
             PIXELPIPE_APP_ID=self.app_id,
             PIXELPIPE_WORKERS=str(self.workers),
             PIXELPIPE_UPLOAD_PARTITIONS="6",
+            # short tiers keep retried failures quick; tests of the tiers set their own
+            PIXELPIPE_RETRY_TIERS="1s,2s",
             PYTHONUNBUFFERED="1",
         )
         env.update(extra)

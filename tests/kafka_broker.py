@@ -209,14 +209,18 @@ def start_docker_broker() -> Broker:
 def _infra_env(port: int) -> dict[str, str]:
     env = dict(os.environ)
     env["KAFKA_PORT"] = str(port)
-    env["KAFKA_CONTROLLER_PORT"] = os.environ.get("PIXELPIPE_TEST_KAFKA_CONTROLLER_PORT", str(port + 1))
+    env["KAFKA_CONTROLLER_PORT"] = os.environ.get(
+        "PIXELPIPE_TEST_KAFKA_CONTROLLER_PORT", str(port + 1)
+    )
     env["KAFKA_HOME_DIR"] = str(INFRA / ".run" / f"kafka-test-{port}")
     env["PYTHON"] = sys.executable
     env.pop("KAFKA_HOME", None)
     return env
 
 
-def _kafka_sh(env: dict[str, str], *args: str, timeout: float = UP_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def _kafka_sh(
+    env: dict[str, str], *args: str, timeout: float = UP_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
     bash = shutil.which("bash") or "/bin/bash"
     return subprocess.run(
         [bash, str(KAFKA_SH), *args],
@@ -261,11 +265,17 @@ def start_infra_broker(port: int | None = None) -> Broker:
         if proc.returncode != 0:
             print(f"kafka_broker: stopping the test broker failed:\n{proc.stderr}", file=sys.stderr)
 
+    running_version = run_dir / "running.version"
+    version = (
+        running_version.read_text().strip()
+        if running_version.exists()
+        else env.get("KAFKA_VERSION", "3.9.1")
+    )
     return Broker(
         bootstrap=bootstrap,
         kind="infra",
         managed=not already,
-        version=env.get("KAFKA_VERSION", "3.9.1"),
+        version=version,
         run_dir=run_dir,
         _start=start,
         _stop=stop,

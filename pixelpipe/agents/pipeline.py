@@ -12,9 +12,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from pixelpipe.agents.faults import FaultInjector
 from pixelpipe.errors import (
     ChecksumMismatch,
     ImageTooLarge,
@@ -24,9 +26,6 @@ from pixelpipe.errors import (
 from pixelpipe.imaging import ImagePool, Limits, Operation, RenderResult, canonical_spec
 from pixelpipe.imaging import resolve_rendition as resolve_operations
 from pixelpipe.schemas import (
-    AttemptRecord,
-    DeadLetter,
-    ErrorInfo,
     Origin,
     ProcessedEvent,
     RenditionRequest,
@@ -49,30 +48,36 @@ class Processed:
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLettered:
-    letter: DeadLetter
+class Failed:
+    """An attempt failed with ``error``; ``routing`` decides retry or dead letter."""
+
     error: PixelpipeError
+    upload: UploadEvent | None
+    original: dict[str, Any]
+    event_id: str
 
 
-Outcome = Processed | DeadLettered
-
-
-@dataclass(slots=True)
-class _Attempt:
-    started: float = field(default_factory=time.perf_counter)
-    first_failed_at: str | None = None
+Outcome = Processed | Failed
 
 
 class UploadProcessor:
     """Runs uploads through the image pool and the blob store. One per worker process."""
 
-    def __init__(self, store: LocalBlobStore, pool: ImagePool, limits: Limits) -> None:
+    def __init__(
+        self, store: LocalBlobStore, pool: ImagePool, limits: Limits,
+        faults: FaultInjector | None = None,
+    ) -> None:
         self.store = store
         self.pool = pool
         self.limits = limits
+        self.faults = faults or FaultInjector()
 
-    async def process(self, raw: bytes | None, origin: Origin, *, tier: str = "main") -> Outcome:
-        """The outcome of one attempt at the upload in ``raw`` read from ``origin``."""
+    async def process(self, raw: bytes | None, origin: Origin, *, attempts: int = 1) -> Outcome:
+        """The outcome of one attempt at the upload in ``raw`` read from ``origin``.
+
+        ``attempts``: the number of this attempt (1 on the uploads topic), reported in the
+        processed event.
+        """
         started = time.perf_counter()
         upload: UploadEvent | None = None
         try:
@@ -82,21 +87,21 @@ class UploadProcessor:
             source_path = await self._check_source(upload)
             results = await self._render_all(upload, source_path, plans)
         except PixelpipeError as error:
-            return self._dead_letter(raw, upload, error, origin, tier)
-        except Exception as exc:  # a bug below us: dead-letter it with the evidence
+            return self._failed(raw, upload, error, origin)
+        except Exception as exc:  # a bug below us: route it (retryable) with the evidence
             log.exception(
                 "unexpected error processing %s at %s[%d]@%d",
                 upload.event_id if upload else "?", origin.topic, origin.partition, origin.offset,
             )
             error = InternalError(f"{type(exc).__name__}: {exc}")
-            return self._dead_letter(raw, upload, error, origin, tier)
+            return self._failed(raw, upload, error, origin)
         return Processed(
             ProcessedEvent(
                 event_id=upload.event_id,
                 image_id=upload.image_id,
                 source_sha256=upload.source.sha256,
                 renditions=tuple(results),
-                attempts=1,
+                attempts=attempts,
                 processing_ms=round((time.perf_counter() - started) * 1000, 3),
                 completed_at=utc_now_iso(),
                 attributes=upload.attributes,
@@ -106,6 +111,7 @@ class UploadProcessor:
     # ----------------------------------------------------------------- steps
 
     async def _check_source(self, upload: UploadEvent) -> Path:
+        self.faults.check("fetch")
         path = self.store.open_source(upload.source.uri, max_bytes=self.limits.max_bytes)
         size = path.stat().st_size
         if upload.source.size > self.limits.max_bytes:
@@ -145,8 +151,13 @@ class UploadProcessor:
         self, upload: UploadEvent, source: Path, rendition: RenditionRequest,
         operations: Sequence[Operation],
     ) -> RenditionResult:
+        if self.faults.active:
+            self.faults.check("decode")
+            for operation in operations:
+                self.faults.check(operation.name)
         result: RenderResult = await self.pool.run(str(source), operations, self.limits)
         key = output_key(upload.source.sha256, canonical_spec(operations), None)
+        self.faults.check("store")
         stored = await asyncio.to_thread(
             self.store.put_output, key, EXTENSIONS.get(result.format, result.format), result.data
         )
@@ -164,36 +175,13 @@ class UploadProcessor:
 
     # ----------------------------------------------------------------- failure
 
-    def _dead_letter(
-        self,
-        raw: bytes | None,
-        upload: UploadEvent | None,
-        error: PixelpipeError,
+    def _failed(
+        self, raw: bytes | None, upload: UploadEvent | None, error: PixelpipeError,
         origin: Origin,
-        tier: str,
-    ) -> DeadLettered:
-        now = utc_now_iso()
+    ) -> Failed:
         original = original_of(raw)
         event_id = upload.event_id if upload else _event_id_of(original, origin)
-        image_id = upload.image_id if upload else _str_or_none(original.get("image_id"))
-        letter = DeadLetter(
-            event_id=event_id,
-            original=original,
-            error=ErrorInfo(
-                code=error.code,
-                class_=type(error).__name__,
-                message=str(error)[:2000],
-                processor=error.processor,
-                retryable=error.retryable,
-            ),
-            attempts=(AttemptRecord(at=now, code=error.code, tier=tier),),
-            origin=origin,
-            first_failed_at=now,
-            dead_lettered_at=now,
-            replays=upload.replays if upload else 0,
-            image_id=image_id,
-        )
-        return DeadLettered(letter=letter, error=error)
+        return Failed(error=error, upload=upload, original=original, event_id=event_id)
 
 
 def _operations(rendition: RenditionRequest) -> list[str | dict[str, object]] | None:

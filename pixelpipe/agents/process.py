@@ -24,9 +24,10 @@ from typing import Any
 
 import faust
 
-from pixelpipe.agents.pipeline import DeadLettered, Processed, UploadProcessor
-from pixelpipe.schemas import Origin, encode
-from pixelpipe.streams import headers as h
+from pixelpipe.agents.delivery import OutcomeRouter
+from pixelpipe.agents.pipeline import UploadProcessor
+from pixelpipe.agents.routing import MAIN_TIER
+from pixelpipe.schemas import Origin
 from pixelpipe.streams.app import PipelineTopics
 from pixelpipe.streams.ordering import InOrderAcks
 
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 
 
 def register_process_agent(
-    app: faust.App, topics: PipelineTopics, processor: UploadProcessor, max_inflight: int
+    app: faust.App, topics: PipelineTopics, processor: UploadProcessor, router: OutcomeRouter,
+    max_inflight: int,
 ) -> Any:
     """Attach the process agent to ``app``; return it."""
 
@@ -45,14 +47,18 @@ def register_process_agent(
         running: set[asyncio.Task[None]] = set()
 
         async def settle(event: Any) -> None:
-            tp = event.message.tp
+            message = event.message
+            tp = message.tp
+            origin = Origin(topic=message.topic, partition=message.partition,
+                            offset=message.offset)
             try:
-                await _route(event, topics, processor)
+                outcome = await processor.process(event.value, origin)
+                await router.deliver(outcome, origin, tier=MAIN_TIER, history=None)
             except Exception as exc:
                 # Delivery failed for good (or a bug in routing): never ack past this event.
                 log.critical(
                     "cannot deliver the outcome of %s[%d]@%d; stopping the worker: %r",
-                    tp.topic, tp.partition, event.message.offset, exc, exc_info=True,
+                    tp.topic, tp.partition, message.offset, exc, exc_info=True,
                 )
                 slots.release()
                 await app.crash(exc)
@@ -77,46 +83,3 @@ def register_process_agent(
                 await asyncio.wait(running, timeout=30)
 
     return app.agent(topics.uploads, name="pixelpipe.process", concurrency=1)(process_uploads)
-
-
-async def _route(event: Any, topics: PipelineTopics, processor: UploadProcessor) -> None:
-    message = event.message
-    origin = Origin(topic=message.topic, partition=message.partition, offset=message.offset)
-    outcome = await processor.process(event.value, origin)
-    if isinstance(outcome, Processed):
-        processed = outcome.event
-        pending = await topics.processed.send(
-            key=processed.image_id.encode(),
-            value=encode(processed),
-            headers=h.make_headers(event_id=processed.event_id, schema=processed.schema),
-        )
-        await pending  # wait for the broker's ack, not just the accumulator
-        log.info(
-            "processed %s (image %s) from %s[%d]@%d in %.0f ms",
-            processed.event_id, processed.image_id, origin.topic, origin.partition,
-            origin.offset, processed.processing_ms,
-        )
-        return
-    assert isinstance(outcome, DeadLettered)
-    letter = outcome.letter
-    pending = await topics.dlq.send(
-        key=letter.event_id.encode(),
-        value=encode(letter),
-        headers=h.make_headers(
-            event_id=letter.event_id,
-            schema=letter.schema,
-            error_code=letter.error.code,
-            attempt=len(letter.attempts),
-            origin_topic=origin.topic,
-            origin_partition=origin.partition,
-            origin_offset=origin.offset,
-        ),
-    )
-    await pending
-    log_level = logging.ERROR if letter.error.code == "internal_error" else logging.WARNING
-    log.log(
-        log_level,
-        "dead-lettered %s from %s[%d]@%d: %s (%s): %s",
-        letter.event_id, origin.topic, origin.partition, origin.offset,
-        letter.error.code, letter.error.processor, letter.error.message,
-    )

@@ -12,12 +12,13 @@ from typing import Any
 
 import faust
 
+from pixelpipe.agents.retry import RetryScheduler
 from pixelpipe.streams.settings import Settings
 
 _STARTED = time.time()
 
 
-def register_web_views(app: faust.App, settings: Settings) -> None:
+def register_web_views(app: faust.App, settings: Settings, scheduler: RetryScheduler) -> None:
     @app.page("/health")  # type: ignore[misc]
     async def health(web: Any, request: Any) -> Any:
         # Answering at all proves the event loop is not starved by CPU work.
@@ -43,5 +44,11 @@ def register_web_views(app: faust.App, settings: Settings) -> None:
                 "workers": settings.workers,
                 "max_inflight": settings.max_inflight,
                 "assignment": assignment,
+                "retry": {
+                    "tiers": [name for name, _ in settings.retry_tiers],
+                    "waiting": scheduler.waiting,
+                    "dispatched": len(scheduler.lateness),
+                    "lateness_ms_max": round(max(scheduler.lateness, default=0.0) * 1000, 1),
+                },
             }
         )

@@ -9,8 +9,12 @@ from typing import Any
 
 import faust
 
+from pixelpipe.agents.delivery import OutcomeRouter
+from pixelpipe.agents.faults import FaultInjector
 from pixelpipe.agents.pipeline import UploadProcessor
 from pixelpipe.agents.process import register_process_agent
+from pixelpipe.agents.retry import register_retry_scheduler
+from pixelpipe.agents.routing import RetryPolicy
 from pixelpipe.agents.web import register_web_views
 from pixelpipe.imaging import ImagePool, Limits
 from pixelpipe.streams.admin import declare_pipeline_topics
@@ -35,6 +39,14 @@ def limits_of(settings: Settings) -> Limits:
     )
 
 
+def policy_of(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        tiers=settings.retry_tiers,
+        low_priority_retries=settings.low_priority_retries,
+        max_age_s=settings.max_age_s,
+    )
+
+
 def build_worker(settings: Settings) -> WorkerParts:
     """The app with every agent and view attached; nothing is started yet."""
     app = create_app(settings)
@@ -44,9 +56,14 @@ def build_worker(settings: Settings) -> WorkerParts:
         task_timeout_s=settings.task_timeout_s,
         memory_limit_mb=settings.worker_memory_mb or None,
     )
-    processor = UploadProcessor(LocalBlobStore(settings.data_dir), pool, limits_of(settings))
-    register_process_agent(app, topics, processor, settings.max_inflight)
-    register_web_views(app, settings)
+    faults = FaultInjector.parse(settings.faults)
+    processor = UploadProcessor(
+        LocalBlobStore(settings.data_dir), pool, limits_of(settings), faults
+    )
+    router = OutcomeRouter(topics, policy_of(settings))
+    register_process_agent(app, topics, processor, router, settings.max_inflight)
+    scheduler = register_retry_scheduler(app, settings, processor, router)
+    register_web_views(app, settings, scheduler)
 
     @app.on_after_configured.connect  # type: ignore[misc]
     def _log_config(app: Any, **kwargs: Any) -> None:

@@ -6,6 +6,7 @@ Imports nothing of ``imaging``, ``streams`` or ``agents``.
 from pixelpipe.schemas.codec import (
     decode_deadletter,
     decode_processed,
+    decode_retry,
     decode_upload,
     encode,
     original_of,
@@ -16,6 +17,7 @@ from pixelpipe.schemas.codec import (
 from pixelpipe.schemas.events import (
     DEADLETTER_SCHEMA,
     PROCESSED_SCHEMA,
+    RETRY_SCHEMA,
     UPLOAD_SCHEMA,
     AttemptRecord,
     DeadLetter,
@@ -24,6 +26,7 @@ from pixelpipe.schemas.events import (
     ProcessedEvent,
     RenditionRequest,
     RenditionResult,
+    RetryEnvelope,
     SourceRef,
     UploadEvent,
 )
@@ -31,6 +34,7 @@ from pixelpipe.schemas.events import (
 __all__ = [
     "DEADLETTER_SCHEMA",
     "PROCESSED_SCHEMA",
+    "RETRY_SCHEMA",
     "UPLOAD_SCHEMA",
     "AttemptRecord",
     "DeadLetter",
@@ -39,10 +43,12 @@ __all__ = [
     "ProcessedEvent",
     "RenditionRequest",
     "RenditionResult",
+    "RetryEnvelope",
     "SourceRef",
     "UploadEvent",
     "decode_deadletter",
     "decode_processed",
+    "decode_retry",
     "decode_upload",
     "encode",
     "original_of",

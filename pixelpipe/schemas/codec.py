@@ -22,6 +22,7 @@ from pixelpipe.schemas.events import (
     DEADLETTER_SCHEMA,
     PRIORITIES,
     PROCESSED_SCHEMA,
+    RETRY_SCHEMA,
     UPLOAD_SCHEMA,
     AttemptRecord,
     DeadLetter,
@@ -32,6 +33,7 @@ from pixelpipe.schemas.events import (
     ProcessedEvent,
     RenditionRequest,
     RenditionResult,
+    RetryEnvelope,
     SourceRef,
     UploadEvent,
 )
@@ -40,6 +42,7 @@ __all__ = [
     "decode_deadletter",
     "decode_json_object",
     "decode_processed",
+    "decode_retry",
     "decode_upload",
     "encode",
     "original_of",
@@ -71,7 +74,7 @@ def parse_time(value: str) -> datetime:
 # --------------------------------------------------------------------------- encoding
 
 
-def to_dict(event: UploadEvent | ProcessedEvent | DeadLetter) -> dict[str, Any]:
+def to_dict(event: UploadEvent | ProcessedEvent | DeadLetter | RetryEnvelope) -> dict[str, Any]:
     """The JSON object of an event, as it goes on the wire."""
     data = asdict(event)
     if isinstance(event, UploadEvent):
@@ -93,7 +96,7 @@ def to_dict(event: UploadEvent | ProcessedEvent | DeadLetter) -> dict[str, Any]:
     return data
 
 
-def encode(event: UploadEvent | ProcessedEvent | DeadLetter) -> bytes:
+def encode(event: UploadEvent | ProcessedEvent | DeadLetter | RetryEnvelope) -> bytes:
     """Serialise an event to the bytes of one Kafka message value."""
     return orjson.dumps(to_dict(event))
 
@@ -297,7 +300,26 @@ def decode_deadletter(raw: bytes | None) -> DeadLetter:
     data = decode_json_object(raw)
     _check_schema(data, DEADLETTER_SCHEMA)
     error = _field(data, "error", dict)
-    origin = _field(data, "origin", dict)
+    return DeadLetter(
+        event_id=_field(data, "event_id", str),
+        original=_field(data, "original", dict),
+        error=ErrorInfo(
+            code=_field(error, "code", str, "error."),
+            class_=_field(error, "class", str, "error."),
+            message=_field(error, "message", str, "error."),
+            processor=_opt(error, "processor", str, "error."),
+            retryable=_field(error, "retryable", bool, "error."),
+        ),
+        attempts=_attempts(data),
+        origin=_origin(data),
+        first_failed_at=_field(data, "first_failed_at", str),
+        dead_lettered_at=_field(data, "dead_lettered_at", str),
+        replays=_opt(data, "replays", int) or 0,
+        image_id=_opt(data, "image_id", str),
+    )
+
+
+def _attempts(data: Mapping[str, Any]) -> tuple[AttemptRecord, ...]:
     attempts = []
     for i, item in enumerate(_field(data, "attempts", list)):
         if not isinstance(item, dict):
@@ -310,24 +332,29 @@ def decode_deadletter(raw: bytes | None) -> DeadLetter:
                 tier=_field(item, "tier", str, where),
             )
         )
-    return DeadLetter(
+    return tuple(attempts)
+
+
+def _origin(data: Mapping[str, Any]) -> Origin:
+    origin = _field(data, "origin", dict)
+    return Origin(
+        topic=_field(origin, "topic", str, "origin."),
+        partition=_field(origin, "partition", int, "origin."),
+        offset=_field(origin, "offset", int, "origin."),
+    )
+
+
+def decode_retry(raw: bytes | None) -> RetryEnvelope:
+    """Decode a ``pixelpipe.retry/1`` message; ``MalformedEvent`` otherwise."""
+    data = decode_json_object(raw)
+    _check_schema(data, RETRY_SCHEMA)
+    return RetryEnvelope(
         event_id=_field(data, "event_id", str),
         original=_field(data, "original", dict),
-        error=ErrorInfo(
-            code=_field(error, "code", str, "error."),
-            class_=_field(error, "class", str, "error."),
-            message=_field(error, "message", str, "error."),
-            processor=_opt(error, "processor", str, "error."),
-            retryable=_field(error, "retryable", bool, "error."),
-        ),
-        attempts=tuple(attempts),
-        origin=Origin(
-            topic=_field(origin, "topic", str, "origin."),
-            partition=_field(origin, "partition", int, "origin."),
-            offset=_field(origin, "offset", int, "origin."),
-        ),
-        first_failed_at=_field(data, "first_failed_at", str),
-        dead_lettered_at=_field(data, "dead_lettered_at", str),
-        replays=_opt(data, "replays", int) or 0,
+        attempts=_attempts(data),
+        origin=_origin(data),
+        first_failed_at=_time(_field(data, "first_failed_at", str), "first_failed_at"),
+        due_at=_time(_field(data, "due_at", str), "due_at"),
+        tier=_field(data, "tier", str),
         image_id=_opt(data, "image_id", str),
     )

@@ -13,6 +13,7 @@ from typing import Any, Literal
 UPLOAD_SCHEMA = "pixelpipe.upload/1"
 PROCESSED_SCHEMA = "pixelpipe.processed/1"
 DEADLETTER_SCHEMA = "pixelpipe.deadletter/1"
+RETRY_SCHEMA = "pixelpipe.retry/1"
 
 Priority = Literal["low", "normal", "high"]
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high")
@@ -139,3 +140,23 @@ class DeadLetter:
     replays: int = 0
     image_id: str | None = None
     schema: str = DEADLETTER_SCHEMA
+
+
+@dataclass(frozen=True, slots=True)
+class RetryEnvelope:
+    """``pixelpipe.retry/1``: an upload waiting in a retry tier until ``due_at``.
+
+    The routing state travels in the body, so headers stay bounded however many attempts an
+    event makes. ``original`` is the upload as first received (a JSON object: only decodable
+    uploads are ever retried); ``attempts`` is every failed attempt so far, oldest first.
+    """
+
+    event_id: str
+    original: dict[str, Any]
+    attempts: tuple[AttemptRecord, ...]
+    origin: Origin
+    first_failed_at: str
+    due_at: str
+    tier: str
+    image_id: str | None = None
+    schema: str = RETRY_SCHEMA

@@ -87,7 +87,11 @@ async def declare_pipeline_topics(settings: Settings, *, timeout_s: float = 30.0
     """Create the topics of the upload path that are missing, shaped by ``settings``."""
     return await ensure_topics(
         settings.bootstrap_servers,
-        pipeline_topics(settings.topic_prefix, settings.upload_partitions),
+        pipeline_topics(
+            settings.topic_prefix,
+            settings.upload_partitions,
+            tuple(name for name, _ in settings.retry_tiers),
+        ),
         replication_factor=settings.replication_factor,
         timeout_s=timeout_s,
     )

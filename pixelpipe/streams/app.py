@@ -20,7 +20,7 @@ from typing import Any
 import faust
 
 from pixelpipe.streams.settings import Settings
-from pixelpipe.streams.topics import dlq_topic, processed_topic, uploads_topic
+from pixelpipe.streams.topics import dlq_topic, processed_topic, retry_topic, uploads_topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,8 @@ class PipelineTopics:
     uploads: Any
     processed: Any
     dlq: Any
+    #: tier name -> topic, in tier order
+    retries: dict[str, Any]
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -83,4 +85,8 @@ def pipeline_topics(app: faust.App, settings: Settings) -> PipelineTopics:
         uploads=topic(uploads_topic(prefix), settings.upload_partitions),
         processed=topic(processed_topic(prefix), settings.upload_partitions),
         dlq=topic(dlq_topic(prefix), 1),
+        retries={
+            name: topic(retry_topic(name, prefix), settings.upload_partitions)
+            for name, _delay in settings.retry_tiers
+        },
     )

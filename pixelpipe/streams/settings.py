@@ -21,10 +21,15 @@ edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` w
 | PIXELPIPE_WORKER_MEMORY_MB      | 2048                        | address-space cap per image process   |
 | PIXELPIPE_DATADIR               | ./.pixelpipe/worker         | Faust state (tables) directory        |
 | PIXELPIPE_REPLICATION_FACTOR    | 1                           | replicas of topics we create          |
+| PIXELPIPE_RETRY_TIERS           | 5s,30s,2m,10m               | retry tier delays, one topic each     |
+| PIXELPIPE_LOW_PRIORITY_RETRIES  | 2                           | retries of a ``low`` priority upload  |
+| PIXELPIPE_MAX_AGE               | 24h                         | dead-letter uploads older than this   |
+| PIXELPIPE_FAULTS                | (off)                       | fault injection, see agents/faults.py |
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -47,6 +52,10 @@ ENV_MAX_BYTES = "PIXELPIPE_MAX_BYTES"
 ENV_WORKER_MEMORY_MB = "PIXELPIPE_WORKER_MEMORY_MB"
 ENV_DATADIR = "PIXELPIPE_DATADIR"
 ENV_REPLICATION_FACTOR = "PIXELPIPE_REPLICATION_FACTOR"
+ENV_RETRY_TIERS = "PIXELPIPE_RETRY_TIERS"
+ENV_LOW_PRIORITY_RETRIES = "PIXELPIPE_LOW_PRIORITY_RETRIES"
+ENV_MAX_AGE = "PIXELPIPE_MAX_AGE"
+ENV_FAULTS = "PIXELPIPE_FAULTS"
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
@@ -75,6 +84,15 @@ class Settings:
     worker_memory_mb: int = 2048
     state_dir: Path = Path(".pixelpipe/worker")
     replication_factor: int = 1
+    #: retry tiers as (name, delay in seconds), in order; the name is the topic suffix
+    retry_tiers: tuple[tuple[str, float], ...] = (("5s", 5.0), ("30s", 30.0), ("2m", 120.0),
+                                                  ("10m", 600.0))
+    #: retries a ``low`` priority upload gets (``normal`` and ``high`` get every tier)
+    low_priority_retries: int = 2
+    #: an upload older than this (from ``submitted_at``) is dead-lettered deadline_exceeded
+    max_age_s: float = 24 * 3600.0
+    #: fault injection for tests and drills (see ``pixelpipe.agents.faults``); off when empty
+    faults: str = ""
 
     def __post_init__(self) -> None:
         if self.max_inflight <= 0:
@@ -114,6 +132,10 @@ class Settings:
         _read(env, ENV_WORKER_MEMORY_MB, values, "worker_memory_mb", int)
         _read(env, ENV_DATADIR, values, "state_dir", Path)
         _read(env, ENV_REPLICATION_FACTOR, values, "replication_factor", int)
+        _read(env, ENV_RETRY_TIERS, values, "retry_tiers", parse_tiers)
+        _read(env, ENV_LOW_PRIORITY_RETRIES, values, "low_priority_retries", int)
+        _read(env, ENV_MAX_AGE, values, "max_age_s", parse_duration)
+        _read(env, ENV_FAULTS, values, "faults", str)
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():
             if key not in known:
@@ -128,7 +150,7 @@ class Settings:
 
 
 def _read(
-    env: Mapping[str, str], name: str, into: dict[str, Any], key: str, kind: type[Any]
+    env: Mapping[str, str], name: str, into: dict[str, Any], key: str, kind: Any
 ) -> None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -136,7 +158,7 @@ def _read(
     try:
         into[key] = kind(raw.strip())
     except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from exc
+        raise ConfigError(f"{name}={raw!r}: {exc}") from exc
 
 
 def bootstrap_from_url(url: str) -> str:
@@ -154,3 +176,33 @@ def bootstrap_from_url(url: str) -> str:
     if not servers:
         raise ConfigError(f"no broker address in {url!r}")
     return ",".join(servers)
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``500ms``, ``5s``, ``2m``, ``1h``, ``1d`` or plain seconds -> seconds."""
+    text = text.strip().lower()
+    for unit in ("ms", "s", "m", "h", "d"):
+        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(text[: -len(unit)]) * _UNITS[unit]
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 5s, 2m, 1h)") from None
+
+
+def parse_tiers(text: str) -> tuple[tuple[str, float], ...]:
+    """``5s,30s,2m,10m`` -> ``(("5s", 5.0), ...)``; delays must grow strictly."""
+    tiers = []
+    for part in text.split(","):
+        name = part.strip().lower()
+        if not name:
+            continue
+        tiers.append((name, parse_duration(name)))
+    delays = [d for _, d in tiers]
+    growing = all(b > a for a, b in itertools.pairwise(delays))
+    if not growing or any(d <= 0 for d in delays):
+        raise ValueError(f"retry tiers must be positive and growing: {text!r}")
+    return tuple(tiers)

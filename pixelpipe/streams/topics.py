@@ -51,11 +51,15 @@ class TopicSpec:
     retention_ms: int | None = None
 
 
-def pipeline_topics(prefix: str, upload_partitions: int) -> tuple[TopicSpec, ...]:
-    """Every topic of the upload -> processed / dead-letter path, with its shape."""
+def pipeline_topics(
+    prefix: str, upload_partitions: int, tiers: tuple[str, ...] = ()
+) -> tuple[TopicSpec, ...]:
+    """Every topic of the upload -> processed / retry / dead-letter path, with its shape."""
     return (
         TopicSpec(uploads_topic(prefix), upload_partitions),
         TopicSpec(processed_topic(prefix), upload_partitions),
+        # Retry tiers have the uploads' partitions: a tier's throughput is the main topic's.
+        *(TopicSpec(retry_topic(tier, prefix), upload_partitions) for tier in tiers),
         # Dead letters are kept until an operator deals with them: no time-based deletion.
         TopicSpec(dlq_topic(prefix), 1, retention_ms=-1),
     )

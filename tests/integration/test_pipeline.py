@@ -80,7 +80,8 @@ async def _publish_hostile_then_good(pipeline: PipelineEnv, good: list[Path]) ->
         missing = dict(base, event_id=str(uuid.uuid4()))
         outside = dict(base, event_id=str(uuid.uuid4()),
                        source={"uri": "file:///etc/hostname", "sha256": fake, "size": 10})
-        for event, code in ((unknown, "malformed_event"), (missing, "source_missing"),
+        # a missing source is retryable: it walks the (short, test) tiers, then is exhausted
+        for event, code in ((unknown, "malformed_event"), (missing, "retries_exhausted"),
                             (outside, "forbidden_source")):
             await publisher.send_raw(topic, b"bad", orjson.dumps(event))
             expected[str(event["event_id"])] = code
@@ -102,7 +103,7 @@ def test_bad_input_is_dead_lettered_with_its_code_and_good_input_still_flows(
     good = [img.path for img in mixed_images(tmp_path / "good", 5)]
     good = [p for p in good if p.suffix == ".jpg"] + [p for p in good if p.suffix != ".jpg"]
     # Given malformed JSON, an unknown schema, a missing source, a path outside the store and
-    # a corrupt image, followed by good images
+    # a corrupt image, followed by good images (retry tiers 1s,2s in tests)
     run = asyncio.run(_publish_hostile_then_good(pipeline, good))
     # Then each bad one is a dead letter with its precise code, and every good one is processed
     for event_id, want in run["expected"].items():
@@ -112,7 +113,11 @@ def test_bad_input_is_dead_lettered_with_its_code_and_good_input_still_flows(
         if outcome.status == "dead_letter":
             letter = outcome.event
             assert letter.origin.topic == uploads_topic(pipeline.prefix)
-            assert letter.attempts and letter.attempts[0].code == want
+            first_code = "source_missing" if want == "retries_exhausted" else want
+            assert letter.attempts and all(a.code == first_code for a in letter.attempts)
+            # non-retryable: one attempt, on the main topic; retryable: every tier, in order
+            tiers = [a.tier for a in letter.attempts]
+            assert tiers == (["main", "1s", "2s"] if want == "retries_exhausted" else ["main"])
             assert letter.original  # the upload as received travels with the letter
     malformed = next(o for e, o in run["outcomes"].items() if e.startswith("malformed:"))
     assert malformed.event.original == {"base64": "e25vdCBqc29u"}  # b"{not json"

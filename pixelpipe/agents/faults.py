@@ -1,0 +1,90 @@
+"""Fault injection for tests and drills: ``PIXELPIPE_FAULTS`` (contract).
+
+A ``;``-separated list of ``processor:code:when``:
+
+- ``processor``: an operation name (``resize``, ``format``, ...), ``decode`` or ``store``;
+- ``code``: any error code of ``pixelpipe.errors`` (``storage_unavailable``, ...);
+- ``when``: a count (``2``: the first 2 calls fail), a duration (``30s``: calls fail for 30 s
+  after the worker starts) or ``always``.
+
+Example: ``PIXELPIPE_FAULTS="resize:storage_unavailable:2;store:storage_unavailable:30s"``.
+Off unless set; logged loudly at start-up when on. Counters are per worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from pixelpipe.errors import ERROR_CLASSES, PixelpipeError, error_for_code
+from pixelpipe.streams.settings import ConfigError, parse_duration
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Fault:
+    processor: str
+    code: str
+    count: int | None = None  # fail this many calls
+    for_s: float | None = None  # fail for this long after start
+    calls: int = 0
+
+    def fires(self, now: float, started: float) -> bool:
+        self.calls += 1
+        if self.count is not None:
+            return self.calls <= self.count
+        if self.for_s is not None:
+            return now - started < self.for_s
+        return True  # always
+
+
+@dataclass(slots=True)
+class FaultInjector:
+    """Raises the configured error when a faulty processor is called."""
+
+    faults: dict[str, list[Fault]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def parse(cls, spec: str) -> FaultInjector:
+        injector = cls()
+        for item in spec.split(";"):
+            item = item.strip()
+            if not item:
+                continue
+            parts = item.split(":")
+            if len(parts) != 3:
+                raise ConfigError(f"PIXELPIPE_FAULTS entry {item!r} is not processor:code:when")
+            processor, code, when = (p.strip() for p in parts)
+            if code not in ERROR_CLASSES:
+                raise ConfigError(f"PIXELPIPE_FAULTS: unknown error code {code!r}")
+            fault = Fault(processor=processor, code=code)
+            if when == "always":
+                pass
+            elif when.isdigit():
+                fault.count = int(when)
+            else:
+                try:
+                    fault.for_s = parse_duration(when)
+                except ValueError as exc:
+                    raise ConfigError(f"PIXELPIPE_FAULTS: {exc}") from exc
+            injector.faults.setdefault(processor, []).append(fault)
+        if injector.faults:
+            log.warning("FAULT INJECTION IS ON: %s", spec)
+        return injector
+
+    @property
+    def active(self) -> bool:
+        return bool(self.faults)
+
+    def check(self, processor: str) -> None:
+        """Raise the injected error if ``processor`` is faulty at this call."""
+        for fault in self.faults.get(processor, ()):
+            if fault.fires(time.monotonic(), self.started):
+                error: PixelpipeError = error_for_code(
+                    fault.code, f"injected fault ({fault.code}) in {processor}",
+                    processor=processor,
+                )
+                raise error
