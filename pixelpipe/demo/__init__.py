@@ -25,11 +25,12 @@ from pixelpipe.schemas import to_dict, utc_now_iso
 from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.client import Outcome, Publisher
 from pixelpipe.streams.errors import BrokerUnavailable
-from pixelpipe.streams.settings import Settings
+from pixelpipe.streams.settings import ENV_RETRY_TIERS, Settings, parse_tiers
 from pixelpipe.streams.topics import uploads_topic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO_ROOT / "infra" / "kafka.sh"
+DEMO_TIERS = "1s,2s"
 DEMO_RENDITIONS = [
     {"name": "thumbnail", "preset": "thumbnail"},
     {"name": "web", "operations": ["resize:width=800,height=800,fit=inside",
@@ -69,7 +70,8 @@ def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PIXELPIPE_KAFKA=settings.broker, PIXELPIPE_DATA=str(settings.data_dir),
                PIXELPIPE_APP_ID=settings.app_id, PIXELPIPE_TOPIC_PREFIX=settings.topic_prefix,
-               PIXELPIPE_WEB_PORT=str(settings.web_port))
+               PIXELPIPE_WEB_PORT=str(settings.web_port),
+               PIXELPIPE_RETRY_TIERS=",".join(name for name, _ in settings.retry_tiers))
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "pixelpipe", "worker", "--loglevel", "info"],
@@ -105,7 +107,8 @@ def _hostile_events(store_root: Path) -> list[tuple[str, bytes, str]]:
         ("not JSON at all", b"\x00\xffthis is { not json", "malformed_event"),
         ("unknown schema pixelpipe.upload/99", orjson.dumps(unknown), "malformed_event"),
         ("source file:///etc/passwd", orjson.dumps(outside), "forbidden_source"),
-        ("source blob that does not exist", orjson.dumps(missing), "source_missing"),
+        # retryable: walks every retry tier, then is dead-lettered as exhausted
+        ("source blob that does not exist", orjson.dumps(missing), "retries_exhausted"),
         ("unknown preset", orjson.dumps(bad_preset), "invalid_operation"),
     ]
 
@@ -155,7 +158,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             )
             result = "[green]processed[/green]"
         else:
-            details = f"{body['error']['message'][:90]}"
+            tiers = " -> ".join(a["tier"] for a in body["attempts"])
+            details = f"{body['error']['message'][:90]} (attempts: {tiers})"
             result = f"[yellow]dead letter: {row['got']}[/yellow]"
         table.add_row(row["input"], row["what"], result, details,
                       "yes" if row["ok"] else f"[red]NO (expected {row['expected']})[/red]")
@@ -164,6 +168,11 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 def run_demo(settings: Settings, *, keep_running: bool = False, photos: Path | None = None) -> int:
     """Run the demo; return the process exit code."""
+    if ENV_RETRY_TIERS not in os.environ:
+        # The production tiers (5s..10m) would keep the demo waiting for 13 minutes on its
+        # one retryable failure; the same path with short delays shows it in seconds.
+        settings = settings.with_(retry_tiers=parse_tiers(DEMO_TIERS))
+        _say(f"retry tiers for the demo: {DEMO_TIERS} (set {ENV_RETRY_TIERS} to change)")
     workdir = Path(".pixelpipe/demo")
     started_broker = False
     if not asyncio.run(_broker_answers(settings)):

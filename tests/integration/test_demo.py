@@ -33,6 +33,7 @@ def test_demo_processes_the_good_samples_and_dead_letters_the_broken_ones(
     assert got["broken-claims-100000x100000.png"] == "image_too_large"
     assert got["source file:///etc/passwd"] == "forbidden_source"
     assert got["not JSON at all"] == "malformed_event"
+    assert got["source blob that does not exist"] == "retries_exhausted"
     assert sum(g == "processed" for g in got.values()) >= 5
     assert all(row["ok"] for row in rows)
     assert "0 unexpected" in out
