@@ -159,3 +159,20 @@ def test_publisher_side_records_encode_valid_uploads() -> None:
     )
     validator("upload-1.json").validate(orjson.loads(encode(event)))
     assert decode_upload(encode(event)) == event
+
+
+def test_retry_envelope_round_trips_and_matches_its_json_schema() -> None:
+    from pixelpipe.schemas import RetryEnvelope, decode_retry
+
+    envelope = RetryEnvelope(
+        event_id="e", original=orjson.loads(orjson.dumps(upload())),
+        attempts=(AttemptRecord(at="2026-11-28T00:00:00.000Z", code="storage_unavailable",
+                                tier="main"),),
+        origin=Origin(topic="pixelpipe.uploads", partition=1, offset=2),
+        first_failed_at="2026-11-28T00:00:00.000Z", due_at="2026-11-28T00:00:05.000Z",
+        tier="5s", image_id="img-1",
+    )
+    assert decode_retry(encode(envelope)) == envelope
+    validator("retry-1.json").validate(orjson.loads(encode(envelope)))
+    with pytest.raises(MalformedEvent):
+        decode_retry(orjson.dumps({**orjson.loads(encode(envelope)), "due_at": "soon"}))
