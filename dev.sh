@@ -39,6 +39,8 @@ case "$cmd" in
         setup
         echo "[dev] ruff" >&2
         "$VENV/bin/ruff" check pixelpipe tests benchmarks
+        echo "[dev] mypy --strict" >&2
+        "$VENV/bin/mypy" pixelpipe
         echo "[dev] import contracts" >&2
         "$VENV/bin/lint-imports"
         echo "[dev] pytest" >&2

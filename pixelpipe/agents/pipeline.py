@@ -93,8 +93,8 @@ class UploadProcessor:
                 "unexpected error processing %s at %s[%d]@%d",
                 upload.event_id if upload else "?", origin.topic, origin.partition, origin.offset,
             )
-            error = InternalError(f"{type(exc).__name__}: {exc}")
-            return self._failed(raw, upload, error, origin)
+            bug = InternalError(f"{type(exc).__name__}: {exc}")
+            return self._failed(raw, upload, bug, origin)
         return Processed(
             ProcessedEvent(
                 event_id=upload.event_id,

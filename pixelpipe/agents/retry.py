@@ -208,7 +208,7 @@ def register_retry_scheduler(
 ) -> RetryScheduler:
     scheduler = RetryScheduler(app, settings, processor, router)
 
-    @app.task  # type: ignore[misc]
+    @app.task  # type: ignore[untyped-decorator]
     async def retry_tiers() -> None:
         await scheduler.run()
 

@@ -19,18 +19,18 @@ _STARTED = time.time()
 
 
 def register_web_views(app: faust.App, settings: Settings, scheduler: RetryScheduler) -> None:
-    @app.page("/health")  # type: ignore[misc]
+    @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         # Answering at all proves the event loop is not starved by CPU work.
         return web.json({"status": "ok", "pid": os.getpid(), "uptime_s": time.time() - _STARTED})
 
-    @app.page("/ready")  # type: ignore[misc]
+    @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:
         assignment = app.consumer.assignment() if app.consumer else set()
         body = {"ready": bool(app.started), "assigned_partitions": len(assignment)}
         return web.json(body, status=200 if body["ready"] else 503)
 
-    @app.page("/status")  # type: ignore[misc]
+    @app.page("/status")
     async def status(web: Any, request: Any) -> Any:
         assignment = sorted(
             f"{tp.topic}:{tp.partition}" for tp in (app.consumer.assignment() or ())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import faust
 
@@ -65,13 +64,17 @@ def build_worker(settings: Settings) -> WorkerParts:
     scheduler = register_retry_scheduler(app, settings, processor, router)
     register_web_views(app, settings, scheduler)
 
-    @app.on_after_configured.connect  # type: ignore[misc]
-    def _log_config(app: Any, **kwargs: Any) -> None:
+    async def announce() -> None:  # runs once the worker has set up logging
         log.info(
-            "pixelpipe worker: broker=%s data=%s workers=%d inflight=%d web=%s:%d",
+            "pixelpipe worker: broker=%s data=%s workers=%d inflight=%d web=%s:%d tiers=%s%s",
             settings.broker, settings.data_dir, settings.workers, settings.max_inflight,
-            settings.web_host, settings.web_port,
+            settings.web_host, settings.web_port, ",".join(n for n, _ in settings.retry_tiers),
+            f" FAULTS={settings.faults}" if settings.faults else "",
         )
+        if faults.active:
+            log.warning("FAULT INJECTION IS ON: %s", settings.faults)
+
+    app.task(announce)
 
     return WorkerParts(app=app, topics=topics, pool=pool, processor=processor)
 

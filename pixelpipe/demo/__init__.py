@@ -31,7 +31,7 @@ from pixelpipe.streams.topics import uploads_topic
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO_ROOT / "infra" / "kafka.sh"
 DEMO_TIERS = "1s,2s"
-DEMO_RENDITIONS = [
+DEMO_RENDITIONS: list[dict[str, Any]] = [
     {"name": "thumbnail", "preset": "thumbnail"},
     {"name": "web", "operations": ["resize:width=800,height=800,fit=inside",
                                    "format:type=webp,quality=80"]},

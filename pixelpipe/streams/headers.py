@@ -6,6 +6,8 @@ an event makes (``pixelpipe-attempt`` is a count, not a list).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 EVENT_ID = "pixelpipe-event-id"
 SCHEMA = "pixelpipe-schema"
 ATTEMPT = "pixelpipe-attempt"
@@ -43,9 +45,15 @@ def make_headers(**values: str | int | None) -> Headers:
 
 def header_map(headers: object) -> dict[str, str]:
     """Headers as received (list of pairs or a mapping) -> ``{name: text}``; the last wins."""
-    items = headers.items() if isinstance(headers, dict) else (headers or [])
+    items: Iterable[tuple[object, object]]
+    if isinstance(headers, dict):
+        items = headers.items()
+    elif isinstance(headers, list | tuple):
+        items = headers
+    else:
+        items = ()
     out: dict[str, str] = {}
-    for key, value in items:  # type: ignore[union-attr]
+    for key, value in items:
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         out[str(key)] = str(value)
