@@ -120,7 +120,9 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"worker exited {self.process.returncode}:\n{self.log()[-4000:]}")
-            if "Worker ready" in self.log():
+            log = self.log()
+            # ready: faust's consumer is assigned and the retry scheduler has joined its group
+            if "Worker ready" in log and "retry scheduler assigned" in log:
                 try:
                     status, body = self.get("/ready", timeout=2)
                 except OSError:

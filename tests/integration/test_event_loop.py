@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 from pathlib import Path
@@ -56,7 +55,7 @@ def test_large_images_do_not_starve_heartbeats_or_the_web_endpoint(
             latencies.append(time.monotonic() - began)
             time.sleep(0.1)
 
-    joins_before = len(re.findall(r"Joined group", worker.log()))
+    log_start = len(worker.log())
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
     # When 16 heavy uploads (12 MP and 6 MP sources, PNG and WebP at full size) are processed
@@ -74,7 +73,7 @@ def test_large_images_do_not_starve_heartbeats_or_the_web_endpoint(
           f"p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
           f"max {latencies[-1] * 1000:.1f} ms")
     assert latencies[-1] < 2.0
-    # And the consumer group never rebalanced (no new join, no revoke)
-    log = worker.log()
-    assert len(re.findall(r"Joined group", log)) == joins_before
-    assert "Revoking previously assigned partitions" not in log.split("Worker ready", 1)[1]
+    # And neither consumer group rebalanced meanwhile (no join, no revoke)
+    during = worker.log()[log_start:]
+    assert "Joined group" not in during
+    assert "Revoking previously assigned partitions" not in during
