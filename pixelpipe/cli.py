@@ -13,73 +13,39 @@ app at all.
 from __future__ import annotations
 
 import asyncio
-import functools
+import logging
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-import orjson
 
-from pixelpipe.errors import PixelpipeError
-from pixelpipe.streams.errors import StreamsError
-from pixelpipe.streams.settings import ENV_KAFKA, ConfigError, Settings
-
-F = TypeVar("F", bound=Callable[..., Any])
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".gif", ".bmp"}
-
-
-def _fail(message: str) -> None:
-    click.echo(f"pixelpipe: error: {message}", err=True)
-    raise SystemExit(1)
-
-
-def user_errors(func: F) -> F:
-    """Turn our errors into one line on stderr and exit 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (StreamsError, PixelpipeError, ConfigError) as exc:
-            _fail(str(exc))
-        except KeyboardInterrupt:
-            _fail("interrupted")
-        except OSError as exc:
-            _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
-        return None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    return asyncio.run(coro)
-
-
-def emit(obj: Any) -> None:
-    sys.stdout.write(orjson.dumps(obj).decode() + "\n")
-    sys.stdout.flush()
-
-
-def settings_from(broker: str | None, **overrides: Any) -> Settings:
-    return Settings.from_env(broker=broker, **overrides)
-
-
-broker_option = click.option(
-    "--broker", "-b", default=None, metavar="URL",
-    help=f"Kafka broker URL, e.g. kafka://127.0.0.1:9092 (env {ENV_KAFKA}).",
+from pixelpipe.cli_common import (
+    broker_option,
+    emit,
+    run,
+    settings_from,
+    user_errors,
 )
+from pixelpipe.streams.settings import Settings
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".gif", ".bmp"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pixelpipe")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """pixelpipe: a fault-tolerant image-processing pipeline on Apache Kafka.
 
-    Publish uploads, run workers, consume processed images. Configuration comes from
-    PIXELPIPE_* environment variables (see the README); --broker overrides PIXELPIPE_KAFKA.
+    Publish uploads, run workers, consume processed images, inspect and replay dead letters,
+    see and override circuit breakers. Configuration comes from PIXELPIPE_* environment
+    variables (see the README); --broker overrides PIXELPIPE_KAFKA.
     """
+    if ctx.invoked_subcommand != "worker":
+        # aiokafka logs each failed connection attempt; a command says it once, in one line
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 # --------------------------------------------------------------------------- worker
@@ -270,6 +236,14 @@ def demo(keep_running: bool, photos: Path | None, broker: str | None) -> None:
     code = run_demo(settings_from(broker), keep_running=keep_running, photos=photos)
     raise SystemExit(code)
 
+
+def _register_subcommands() -> None:
+    from pixelpipe.cli_breaker import breaker
+
+    main.add_command(breaker)
+
+
+_register_subcommands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from pixelpipe.agents.faults import FaultInjector
+from pixelpipe.agents.gate import NOT_PROCESSORS, gate, processors_of
+from pixelpipe.agents.outcomes import OutcomeReporter
 from pixelpipe.errors import (
+    INPUT_ERROR_CODES,
+    BreakerOpen,
     ChecksumMismatch,
     ImageTooLarge,
     InternalError,
@@ -36,6 +40,7 @@ from pixelpipe.schemas import (
     utc_now_iso,
 )
 from pixelpipe.streams.blobstore import LocalBlobStore, output_key, sha256_file
+from pixelpipe.streams.breaker_view import BreakerView
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +70,27 @@ class UploadProcessor:
 
     def __init__(
         self, store: LocalBlobStore, pool: ImagePool, limits: Limits,
-        faults: FaultInjector | None = None,
+        faults: FaultInjector | None = None, breakers: BreakerView | None = None,
+        reporter: OutcomeReporter | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
         self.limits = limits
         self.faults = faults or FaultInjector()
+        self.breakers = breakers
+        self.reporter = reporter or OutcomeReporter(None)
+        self._started = asyncio.Event()
+        self._starting = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Warm the pool and catch up with the breakers, once; the agents await it."""
+        async with self._starting:
+            if self._started.is_set():
+                return
+            await self.pool.warm_up()
+            if self.breakers is not None:
+                await self.breakers.start()
+            self._started.set()
 
     async def process(self, raw: bytes | None, origin: Origin, *, attempts: int = 1) -> Outcome:
         """The outcome of one attempt at the upload in ``raw`` read from ``origin``.
@@ -151,16 +171,31 @@ class UploadProcessor:
         self, upload: UploadEvent, source: Path, rendition: RenditionRequest,
         operations: Sequence[Operation],
     ) -> RenditionResult:
-        if self.faults.active:
-            self.faults.check("decode")
-            for operation in operations:
-                self.faults.check(operation.name)
-        result: RenderResult = await self.pool.run(str(source), operations, self.limits)
-        key = output_key(upload.source.sha256, canonical_spec(operations), None)
-        self.faults.check("store")
-        stored = await asyncio.to_thread(
-            self.store.put_output, key, EXTENSIONS.get(result.format, result.format), result.data
-        )
+        plan = gate(rendition, operations, self._decide)
+        try:
+            if self.faults.active:
+                for name in processors_of(plan.operations)[:-1]:  # store is checked below
+                    self.faults.check(name)
+                for operation in plan.operations:
+                    self.faults.check(operation.name)
+            result: RenderResult = await self.pool.run(str(source), plan.operations, self.limits)
+        except PixelpipeError as error:
+            await self._report_failure(error)
+            raise
+        await self._report_success(result)
+        key = output_key(upload.source.sha256, canonical_spec(plan.operations), plan.degraded)
+        began = time.perf_counter()
+        try:
+            self.faults.check("store")
+            stored = await asyncio.to_thread(
+                self.store.put_output, key, EXTENSIONS.get(result.format, result.format),
+                result.data,
+            )
+        except PixelpipeError as error:
+            await self._report_failure(error)
+            raise
+        await self.reporter.report("store", ok=True,
+                                   duration_ms=(time.perf_counter() - began) * 1000)
         return RenditionResult(
             name=rendition.name,
             uri=stored.uri,
@@ -169,9 +204,24 @@ class UploadProcessor:
             width=result.width,
             height=result.height,
             format=result.format,
-            degraded=None,
-            skipped=tuple(result.skipped),
+            degraded=plan.degraded,
+            skipped=tuple(plan.skipped) + tuple(result.skipped),
         )
+
+    def _decide(self, processor: str) -> str:
+        return "allow" if self.breakers is None else self.breakers.decide(processor)
+
+    async def _report_success(self, result: RenderResult) -> None:
+        for name, ms in result.timings_ms.items():
+            if name in NOT_PROCESSORS:
+                continue
+            processor = result.format if name == "encode" else name
+            await self.reporter.report(processor, ok=True, duration_ms=ms)
+
+    async def _report_failure(self, error: PixelpipeError) -> None:
+        if isinstance(error, BreakerOpen) or error.code in INPUT_ERROR_CODES:
+            return  # not the processor's fault
+        await self.reporter.report(error.processor or "render", ok=False, code=error.code)
 
     # ----------------------------------------------------------------- failure
 

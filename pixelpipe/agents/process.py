@@ -67,8 +67,8 @@ def register_process_agent(
             for ready in acks.complete(tp, event):
                 await manual.ack(ready)
 
-        # Spawn the image processes before the first upload, not during it.
-        await processor.pool.warm_up()
+        # Spawn the image processes and catch up with the breakers before the first upload.
+        await processor.start()
         try:
             async for event in manual.events():
                 await slots.acquire()

@@ -94,6 +94,7 @@ class RetryScheduler:
     async def run(self) -> None:
         if not self.topics:
             return
+        await self.processor.start()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers,
             group_id=f"{self.settings.app_id}.retry",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pixelpipe.errors import (
+    BreakerOpen,
     ChecksumMismatch,
     DeadlineExceeded,
     PixelpipeError,
@@ -84,6 +85,8 @@ def route_failure(
 ) -> Route:
     """Decide the next step after ``error`` on the attempt made from ``tier``."""
     now_iso = iso(now)
+    if isinstance(error, BreakerOpen) and upload is not None:
+        return _defer(error, upload, original, event_id, origin, history, policy, now)
     attempts = (*(history.attempts if history else ()), AttemptRecord(now_iso, error.code, tier))
     first_failed_at = history.first_failed_at if history else now_iso
     first_origin = history.origin if history else origin
@@ -157,3 +160,38 @@ def _deadline(upload: UploadEvent, policy: RetryPolicy) -> datetime:
     if upload.deadline is None:
         return by_age
     return min(by_age, parse_time(upload.deadline))
+
+
+def _defer(
+    error: BreakerOpen, upload: UploadEvent, original: dict[str, object], event_id: str,
+    origin: Origin, history: RetryEnvelope | None, policy: RetryPolicy, now: datetime,
+) -> Route:
+    """An open breaker: back to the tier the upload is in (the first from the main topic),
+    with no attempt spent and the history unchanged; the deadline still holds."""
+    deadline = _deadline(upload, policy)
+    attempts = history.attempts if history else ()
+    if now >= deadline or not policy.tiers:
+        final = DeadlineExceeded(
+            f"deadline {iso(deadline)} passed while the breaker of {error.processor} was open",
+            processor=error.processor,
+        )
+        return route_failure(final, upload=upload, original=original, event_id=event_id,
+                             origin=origin, tier="deferred", history=history, policy=policy,
+                             now=now)
+    name, delay = policy.tiers[max(0, len(attempts) - 1)]
+    due = now + timedelta(seconds=delay)
+    now_iso = iso(now)
+    return RetryRoute(
+        tier=name,
+        envelope=RetryEnvelope(
+            event_id=event_id,
+            original=original,
+            attempts=attempts,
+            origin=history.origin if history else origin,
+            first_failed_at=history.first_failed_at if history else now_iso,
+            due_at=iso(min(due, deadline)),
+            tier=name,
+            image_id=upload.image_id,
+            deferrals=(history.deferrals if history else 0) + 1,
+        ),
+    )

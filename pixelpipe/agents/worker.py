@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 import faust
 
+from pixelpipe.agents.breaker import register_breaker_agent
 from pixelpipe.agents.delivery import OutcomeRouter
 from pixelpipe.agents.faults import FaultInjector
+from pixelpipe.agents.outcomes import OutcomeReporter
 from pixelpipe.agents.pipeline import UploadProcessor
 from pixelpipe.agents.process import register_process_agent
 from pixelpipe.agents.retry import register_retry_scheduler
@@ -19,6 +21,7 @@ from pixelpipe.imaging import ImagePool, Limits
 from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.app import PipelineTopics, create_app, pipeline_topics
 from pixelpipe.streams.blobstore import LocalBlobStore
+from pixelpipe.streams.breaker_view import BreakerView
 from pixelpipe.streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,8 +60,10 @@ def build_worker(settings: Settings) -> WorkerParts:
     )
     faults = FaultInjector.parse(settings.faults)
     processor = UploadProcessor(
-        LocalBlobStore(settings.data_dir), pool, limits_of(settings), faults
+        LocalBlobStore(settings.data_dir), pool, limits_of(settings), faults,
+        breakers=BreakerView(settings), reporter=OutcomeReporter(topics.outcomes),
     )
+    register_breaker_agent(app, settings, topics)
     router = OutcomeRouter(topics, policy_of(settings))
     register_process_agent(app, topics, processor, router, settings.max_inflight)
     scheduler = register_retry_scheduler(app, settings, processor, router)

@@ -357,4 +357,5 @@ def decode_retry(raw: bytes | None) -> RetryEnvelope:
         due_at=_time(_field(data, "due_at", str), "due_at"),
         tier=_field(data, "tier", str),
         image_id=_opt(data, "image_id", str),
+        deferrals=_opt(data, "deferrals", int) or 0,
     )

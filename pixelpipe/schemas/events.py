@@ -159,4 +159,6 @@ class RetryEnvelope:
     due_at: str
     tier: str
     image_id: str | None = None
+    #: times the upload was deferred by an open breaker (not attempts: they spend none)
+    deferrals: int = 0
     schema: str = RETRY_SCHEMA

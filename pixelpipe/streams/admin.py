@@ -95,3 +95,19 @@ async def declare_pipeline_topics(settings: Settings, *, timeout_s: float = 30.0
         replication_factor=settings.replication_factor,
         timeout_s=timeout_s,
     )
+
+
+async def declare_replay_ledger(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+    """Create the compacted dead-letter replay ledger when missing (``dlq_replays_topic``).
+
+    One partition (the ledger is small: one record per replayed letter), compacted (the latest
+    state of each letter is what counts), never deleted by time.
+    """
+    from pixelpipe.streams.topics import dlq_replays_topic
+
+    return await ensure_topics(
+        settings.bootstrap_servers,
+        [TopicSpec(dlq_replays_topic(settings.topic_prefix), 1, compacted=True)],
+        replication_factor=settings.replication_factor,
+        timeout_s=timeout_s,
+    )

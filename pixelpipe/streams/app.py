@@ -20,7 +20,14 @@ from typing import Any
 import faust
 
 from pixelpipe.streams.settings import Settings
-from pixelpipe.streams.topics import dlq_topic, processed_topic, retry_topic, uploads_topic
+from pixelpipe.streams.topics import (
+    breaker_topic,
+    dlq_topic,
+    outcomes_topic,
+    processed_topic,
+    retry_topic,
+    uploads_topic,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,8 @@ class PipelineTopics:
     dlq: Any
     #: tier name -> topic, in tier order
     retries: dict[str, Any]
+    outcomes: Any
+    breaker: Any
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -89,4 +98,6 @@ def pipeline_topics(app: faust.App, settings: Settings) -> PipelineTopics:
             name: topic(retry_topic(name, prefix), settings.upload_partitions)
             for name, _delay in settings.retry_tiers
         },
+        outcomes=topic(outcomes_topic(prefix), 1),
+        breaker=topic(breaker_topic(prefix), 1),
     )

@@ -101,7 +101,7 @@ def _renditions(items: Iterable[RenditionRequest | Mapping[str, Any]]) -> tuple[
     return tuple(out)
 
 
-async def _start_or_explain(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Settings) -> None:
+async def start_or_explain(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Settings) -> None:
     try:
         await asyncio.wait_for(client.start(), 30)
     except (KafkaConnectionError, TimeoutError, OSError) as exc:
@@ -139,7 +139,7 @@ class Publisher:
             enable_idempotence=True,
             request_timeout_ms=30_000,
         )
-        await _start_or_explain(self._producer, self.settings)
+        await start_or_explain(self._producer, self.settings)
 
     async def stop(self) -> None:
         if self._waiter is not None:
@@ -155,6 +155,23 @@ class Publisher:
             self._waiter = OutcomeWaiter(self.settings)
             await self._waiter.start()
         return self._waiter
+
+    async def publish(
+        self,
+        source: str | Path | bytes,
+        renditions: Iterable[RenditionRequest | Mapping[str, Any]],
+        priority: Priority = "normal",
+        **options: Any,
+    ) -> str:
+        """Store a file (a path) or bytes and publish its upload; return the ``event_id``.
+
+        ``options`` go to ``publish_file``/``publish_bytes`` (``image_id``, ``deadline``, ...).
+        """
+        if isinstance(source, bytes):
+            upload = await self.publish_bytes(source, renditions, priority=priority, **options)
+        else:
+            upload = await self.publish_file(source, renditions, priority=priority, **options)
+        return upload.event_id
 
     async def publish_file(
         self,
@@ -250,7 +267,7 @@ class OutcomeWaiter:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        await _start_or_explain(consumer, self.settings)
+        await start_or_explain(consumer, self.settings)
         partitions = []
         for topic in topics:
             for partition in consumer.partitions_for_topic(topic) or await _partitions(consumer, topic):
@@ -356,7 +373,7 @@ class ProcessedConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest" if self.from_beginning else "latest",
         )
-        await _start_or_explain(consumer, self.settings)
+        await start_or_explain(consumer, self.settings)
         self._consumer = consumer
         if self.group is None:
             tps = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]

@@ -25,6 +25,14 @@ edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` w
 | PIXELPIPE_LOW_PRIORITY_RETRIES  | 2                           | retries of a ``low`` priority upload  |
 | PIXELPIPE_MAX_AGE               | 24h                         | dead-letter uploads older than this   |
 | PIXELPIPE_FAULTS                | (off)                       | fault injection, see agents/faults.py |
+| PIXELPIPE_BREAKER_WINDOW        | 30s                         | sliding window of the breaker         |
+| PIXELPIPE_BREAKER_MIN_CALLS     | 20                          | calls in window before it may open    |
+| PIXELPIPE_BREAKER_FAILURE_RATE  | 0.5                         | failure rate that opens it            |
+| PIXELPIPE_BREAKER_SLOW_RATE     | 0.8                         | slow-call rate that opens it          |
+| PIXELPIPE_BREAKER_SLOW_CALL     | 10s                         | a call slower than this is slow       |
+| PIXELPIPE_BREAKER_WAIT          | 10s                         | first open wait (doubles per trip)    |
+| PIXELPIPE_BREAKER_MAX_WAIT      | 5m                          | longest open wait                     |
+| PIXELPIPE_BREAKER_HALF_OPEN_CALLS | 3                         | trial calls per worker in half-open   |
 """
 
 from __future__ import annotations
@@ -56,6 +64,14 @@ ENV_RETRY_TIERS = "PIXELPIPE_RETRY_TIERS"
 ENV_LOW_PRIORITY_RETRIES = "PIXELPIPE_LOW_PRIORITY_RETRIES"
 ENV_MAX_AGE = "PIXELPIPE_MAX_AGE"
 ENV_FAULTS = "PIXELPIPE_FAULTS"
+ENV_BREAKER_WINDOW = "PIXELPIPE_BREAKER_WINDOW"
+ENV_BREAKER_MIN_CALLS = "PIXELPIPE_BREAKER_MIN_CALLS"
+ENV_BREAKER_FAILURE_RATE = "PIXELPIPE_BREAKER_FAILURE_RATE"
+ENV_BREAKER_SLOW_RATE = "PIXELPIPE_BREAKER_SLOW_RATE"
+ENV_BREAKER_SLOW_CALL = "PIXELPIPE_BREAKER_SLOW_CALL"
+ENV_BREAKER_WAIT = "PIXELPIPE_BREAKER_WAIT"
+ENV_BREAKER_MAX_WAIT = "PIXELPIPE_BREAKER_MAX_WAIT"
+ENV_BREAKER_HALF_OPEN_CALLS = "PIXELPIPE_BREAKER_HALF_OPEN_CALLS"
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
@@ -93,6 +109,15 @@ class Settings:
     max_age_s: float = 24 * 3600.0
     #: fault injection for tests and drills (see ``pixelpipe.agents.faults``); off when empty
     faults: str = ""
+    #: circuit breaker (see ``pixelpipe.streams.breaker``): sliding window of 1 s buckets
+    breaker_window_s: float = 30.0
+    breaker_min_calls: int = 20
+    breaker_failure_rate: float = 0.5
+    breaker_slow_rate: float = 0.8
+    breaker_slow_call_s: float = 10.0
+    breaker_wait_s: float = 10.0
+    breaker_max_wait_s: float = 300.0
+    breaker_half_open_calls: int = 3
 
     def __post_init__(self) -> None:
         if self.max_inflight <= 0:
@@ -136,6 +161,14 @@ class Settings:
         _read(env, ENV_LOW_PRIORITY_RETRIES, values, "low_priority_retries", int)
         _read(env, ENV_MAX_AGE, values, "max_age_s", parse_duration)
         _read(env, ENV_FAULTS, values, "faults", str)
+        _read(env, ENV_BREAKER_WINDOW, values, "breaker_window_s", parse_duration)
+        _read(env, ENV_BREAKER_MIN_CALLS, values, "breaker_min_calls", int)
+        _read(env, ENV_BREAKER_FAILURE_RATE, values, "breaker_failure_rate", float)
+        _read(env, ENV_BREAKER_SLOW_RATE, values, "breaker_slow_rate", float)
+        _read(env, ENV_BREAKER_SLOW_CALL, values, "breaker_slow_call_s", parse_duration)
+        _read(env, ENV_BREAKER_WAIT, values, "breaker_wait_s", parse_duration)
+        _read(env, ENV_BREAKER_MAX_WAIT, values, "breaker_max_wait_s", parse_duration)
+        _read(env, ENV_BREAKER_HALF_OPEN_CALLS, values, "breaker_half_open_calls", int)
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():
             if key not in known:

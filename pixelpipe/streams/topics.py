@@ -29,6 +29,11 @@ def dlq_topic(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}.dlq"
 
 
+def dlq_replays_topic(prefix: str = DEFAULT_PREFIX) -> str:
+    """The compacted replay ledger of ``pixelpipe dlq replay`` (one record per dead letter)."""
+    return f"{prefix}.dlq.replays"
+
+
 def outcomes_topic(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}.outcomes"
 
@@ -62,4 +67,9 @@ def pipeline_topics(
         *(TopicSpec(retry_topic(tier, prefix), upload_partitions) for tier in tiers),
         # Dead letters are kept until an operator deals with them: no time-based deletion.
         TopicSpec(dlq_topic(prefix), 1, retention_ms=-1),
+        # One partition: one breaker agent sees every processor's outcomes in order, and the
+        # window table (co-partitioned with it) has one owner.
+        TopicSpec(outcomes_topic(prefix), 1, retention_ms=24 * 3600 * 1000),
+        # The latest state per processor, forever: compacted.
+        TopicSpec(breaker_topic(prefix), 1, compacted=True),
     )

@@ -1,0 +1,115 @@
+"""The breaker agent: outcomes in, breaker states out.
+
+It consumes ``pixelpipe.outcomes`` (one partition, keyed by processor; operator commands
+travel on the same topic so they are ordered with the outcomes), keeps each processor's
+``Breaker`` in a faust table (changelog-backed: a restarted owner resumes the same state and
+window), runs the state machine of ``pixelpipe.streams.breaker``, and publishes each state
+change, and the current rates at most every 2 s per processor, to the compacted
+``pixelpipe.breaker`` topic that every worker follows. A state change is logged once, with
+the numbers that caused it, and its record's delivery is awaited.
+
+Outcomes are telemetry: an outcome lost in a crash only makes a window slightly thinner, so the
+agent acks normally, unlike the upload path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+
+from pixelpipe.streams.app import PipelineTopics
+from pixelpipe.streams.breaker import (
+    COMMAND_SCHEMA,
+    COMMANDS,
+    OUTCOME_SCHEMA,
+    Breaker,
+    BreakerConfig,
+    Transition,
+    command,
+    effective_state,
+    record,
+    status_record,
+)
+from pixelpipe.streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 2.0
+
+
+def breaker_config(settings: Settings) -> BreakerConfig:
+    return BreakerConfig(
+        window_s=settings.breaker_window_s,
+        min_calls=settings.breaker_min_calls,
+        failure_rate=settings.breaker_failure_rate,
+        slow_rate=settings.breaker_slow_rate,
+        slow_call_s=settings.breaker_slow_call_s,
+        wait_s=settings.breaker_wait_s,
+        max_wait_s=settings.breaker_max_wait_s,
+        half_open_calls=settings.breaker_half_open_calls,
+    )
+
+
+def register_breaker_agent(app: faust.App, settings: Settings, topics: PipelineTopics) -> Any:
+    config = breaker_config(settings)
+    table = app.Table(
+        "breaker-window",
+        partitions=1,
+        # bytes in, bytes out: the app's serializers are raw, our codec is orjson
+        key_type=bytes,
+        value_type=bytes,
+        help="per processor: breaker state and its window of 1 s buckets",
+    )
+    published: dict[str, float] = {}
+
+    async def publish(breaker: Breaker, now: float, *, wait: bool) -> None:
+        pending = await topics.breaker.send(
+            key=breaker.processor.encode(),
+            value=orjson.dumps(status_record(breaker, now, config)),
+        )
+        if wait:
+            await pending
+        published[breaker.processor] = now
+
+    async def breakers(stream: Any) -> None:
+        async for value in stream:
+            try:
+                message = orjson.loads(value)
+                processor = str(message["processor"])
+                schema = message.get("schema")
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                log.warning("breaker agent: ignoring an undecodable message")
+                continue
+            key = processor.encode()
+            now = time.time()
+            stored = table.get(key)
+            breaker = (Breaker.from_dict(orjson.loads(stored)) if stored
+                       else Breaker(processor, since=now))
+            before = effective_state(breaker, now)
+            transition: Transition | None = None
+            if schema == OUTCOME_SCHEMA:
+                transition = record(
+                    breaker, ok=bool(message.get("ok")), code=message.get("code"),
+                    duration_s=float(message.get("duration_ms", 0.0)) / 1000, now=now,
+                    config=config,
+                )
+            elif schema == COMMAND_SCHEMA and message.get("command") in COMMANDS:
+                transition = command(breaker, message["command"], now)
+            else:
+                continue
+            table[key] = orjson.dumps(breaker.to_dict())
+            changed = transition is not None or breaker.state != before
+            if transition is not None:
+                log.warning("breaker %s: %s -> %s: %s", processor, transition.old,
+                            transition.new, transition.reason)
+            elif breaker.state != before:
+                log.warning("breaker %s: %s -> %s (wait over, trial calls allowed)",
+                            processor, before, breaker.state)
+            if changed or now - published.get(processor, 0.0) >= REFRESH_S:
+                await publish(breaker, now, wait=changed)
+
+    return app.agent(topics.outcomes, name="pixelpipe.breaker", concurrency=1)(breakers)

@@ -1,0 +1,141 @@
+"""Every worker's view of the breakers: it tails the compacted ``pixelpipe.breaker`` topic.
+
+A group-less aiokafka consumer reads the one partition from the beginning (the latest record
+per processor survives compaction), so every worker sees every state change, and a worker
+that starts catches up before it runs anything (``start`` returns once it has read to the end
+as of start-up). ``fetch_max_wait_ms`` is short: a change reaches every worker well within a
+second. This is the "tail the topic" option of FAUST-NOTES.md: a faust GlobalTable would hold
+remote updates in a 1,000-event recovery buffer (faust-streaming issue 283).
+
+``decide(processor)`` is what a worker obeys before running a processor: ``allow`` or
+``refuse``. In HALF_OPEN each worker lets ``half_open_calls`` trial calls through per episode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Literal
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pixelpipe.streams.breaker import BREAKER_SCHEMA
+from pixelpipe.streams.client import start_or_explain
+from pixelpipe.streams.errors import BrokerUnavailable
+from pixelpipe.streams.settings import Settings
+from pixelpipe.streams.topics import breaker_topic
+
+log = logging.getLogger(__name__)
+
+Decision = Literal["allow", "refuse"]
+
+
+def effective(record: dict[str, Any], now: float) -> str:
+    state = str(record.get("state", "closed"))
+    trial_at = record.get("next_trial_at")
+    if state == "open" and isinstance(trial_at, int | float) and now >= trial_at:
+        return "half_open"
+    return state
+
+
+class BreakerView:
+    """The latest breaker record per processor, as this worker knows it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.records: dict[str, dict[str, Any]] = {}
+        #: when this worker received each processor's latest record (for propagation numbers)
+        self.received_at: dict[str, float] = {}
+        self._trials: dict[tuple[str, float], int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def apply(self, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            record = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(record, dict) or record.get("schema") != BREAKER_SCHEMA:
+            return
+        processor = str(record.get("processor"))
+        old = self.records.get(processor, {}).get("state")
+        self.records[processor] = record
+        self.received_at[processor] = time.time()
+        if old != record.get("state"):
+            log.info("breaker view: %s is now %s (%s)", processor, record.get("state"),
+                     record.get("reason", ""))
+
+    def decide(self, processor: str, now: float | None = None) -> Decision:
+        record = self.records.get(processor)
+        if record is None:
+            return "allow"
+        now = time.time() if now is None else now
+        state = effective(record, now)
+        if state in ("closed", "disabled"):
+            return "allow"
+        if state == "half_open":
+            episode = (processor, float(record.get("next_trial_at") or record.get("since") or 0))
+            used = self._trials.get(episode, 0)
+            if used < self.settings.breaker_half_open_calls:
+                self._trials[episode] = used + 1
+                return "allow"
+        return "refuse"
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=50,
+        )
+        await start_or_explain(consumer, self.settings)
+        topic = breaker_topic(self.settings.topic_prefix)
+        if not await topic_exists(consumer, topic):
+            await consumer.stop()
+            raise BrokerUnavailable(f"topic {topic} does not exist (has a worker started?)")
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        while await consumer.position(tp) < end:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    self.apply(record.value)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._follow(consumer))
+
+    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    self.apply(record.value)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+async def topic_exists(consumer: AIOKafkaConsumer, topic: str) -> bool:
+    return topic in await consumer.topics()
+
+
+async def read_breakers(settings: Settings, timeout_s: float = 15.0) -> dict[str, dict[str, Any]]:
+    """The latest record of every breaker (for ``pixelpipe breaker status``); none when the
+    breaker topic does not exist yet."""
+    view = BreakerView(settings)
+    try:
+        await asyncio.wait_for(view.start(), timeout_s)
+    except BrokerUnavailable as exc:
+        if "does not exist" in str(exc):
+            return {}
+        raise
+    finally:
+        await view.stop()
+    return view.records

@@ -1,0 +1,464 @@
+"""Dead letters as an operator sees them: identity, filters, replay state, stats, replay plans.
+
+Pure (no I/O): :mod:`pixelpipe.streams.dlq_reader` reads the topics into these records and
+:mod:`pixelpipe.streams.dlq_replay` acts on a plan. Unit-tested without a broker.
+
+**Identity of a letter.** A letter is ``(event_id, replays)``: the upload's replay count when it
+died. At-least-once delivery can dead-letter the same upload twice (a worker killed after the
+letter was acknowledged but before the upload's offset was committed); both copies carry the
+same ``event_id`` and ``replays`` (and differ only in ``dead_lettered_at``), so they are one
+letter and are replayed once. A replayed upload carries ``replays + 1``: if it dies again, that
+is a new letter (a new generation), and the older one is *superseded*.
+
+**Cause.** A letter's ``cause`` is the code of its last attempt (``source_missing`` for a
+missing blob that walked every tier and ended ``retries_exhausted``), else its final code.
+``--code X`` matches a letter whose final code *or* cause is ``X``: ``--code source_missing``
+finds the exhausted ones, ``--code retries_exhausted`` finds them too.
+
+**Refusal.** A letter whose cause is an input error (``malformed_event``, ``corrupt_image``,
+``invalid_operation``, ...) would fail the same way again: replaying it is refused unless
+forced (after the cause was fixed, e.g. a raised size limit).
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+
+from pixelpipe.errors import INPUT_ERROR_CODES
+from pixelpipe.schemas import (
+    RETRY_SCHEMA,
+    DeadLetter,
+    RetryEnvelope,
+    encode,
+    parse_time,
+    utc_now_iso,
+)
+from pixelpipe.streams import headers as h
+from pixelpipe.streams.errors import StreamsError
+from pixelpipe.streams.settings import parse_duration
+
+REPLAY_SCHEMA = "pixelpipe.replay/1"
+#: header on every replayed record: the upload's replay count (to find it again after a crash)
+REPLAYS_HEADER = "pixelpipe-replays"
+
+Status = Literal["pending", "in_doubt", "replayed", "superseded"]
+Target = Literal["uploads", "retry"]
+
+
+class ReplayRefused(StreamsError):
+    """A replay would repeat a failure that cannot change (an input error), or cannot be done."""
+
+
+class DeadLetterNotFound(StreamsError):
+    """No dead letter has the event id asked for."""
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def letter_key(event_id: str, replays: int) -> str:
+    """The ledger key of a letter: ``<event_id>#<replays>`` (see the module docstring)."""
+    return f"{event_id}#{replays}"
+
+
+def cause_of(letter: DeadLetter) -> str:
+    """The code of the last attempt (what actually went wrong), else the final code."""
+    return letter.attempts[-1].code if letter.attempts else letter.error.code
+
+
+def image_id_of(letter: DeadLetter) -> str | None:
+    if letter.image_id:
+        return letter.image_id
+    value = letter.original.get("image_id")
+    return value if isinstance(value, str) and value else None
+
+
+def raw_original(letter: DeadLetter) -> bytes | None:
+    """The bytes of an original that was not JSON (``{"base64": ...}``), else None."""
+    if set(letter.original) != {"base64"}:
+        return None
+    encoded = letter.original["base64"]
+    return base64.b64decode(encoded) if isinstance(encoded, str) else b""
+
+
+def refusal_reason(letter: DeadLetter) -> str | None:
+    """Why replaying ``letter`` unchanged would fail the same way (None: it may work now)."""
+    cause = cause_of(letter)
+    if letter.error.code in INPUT_ERROR_CODES:
+        return letter.error.code
+    if cause in INPUT_ERROR_CODES:
+        return cause
+    return None
+
+
+# --------------------------------------------------------------------------- replay ledger
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRecord:
+    """``pixelpipe.replay/1``: the ledger's latest word on one letter (compacted by key).
+
+    ``state`` is ``publishing`` (written, acknowledged, *before* the replayed record is
+    published) or ``published`` (after Kafka acknowledged the replayed record). ``replays`` is
+    the count the replayed upload carries; ``times`` how often this letter was replayed.
+    """
+
+    event_id: str
+    letter_replays: int
+    state: Literal["publishing", "published"]
+    replays: int
+    times: int
+    to: Target
+    topic: str
+    run_id: str
+    replayed_at: str
+    code: str
+    dead_lettered_at: str
+    partition: int | None = None
+    offset: int | None = None
+    #: the Kafka timestamp (ms) of the ``publishing`` record, filled in when read
+    intent_timestamp_ms: int | None = None
+    schema: str = REPLAY_SCHEMA
+
+    @property
+    def key(self) -> str:
+        return letter_key(self.event_id, self.letter_replays)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def encode(self) -> bytes:
+        data = self.to_json()
+        data.pop("intent_timestamp_ms")
+        return orjson.dumps(data)
+
+
+def decode_replay_record(raw: bytes | None, timestamp_ms: int | None = None) -> ReplayRecord | None:
+    """A ledger record, or None for a tombstone or anything that is not ``pixelpipe.replay/1``."""
+    if raw is None:
+        return None
+    try:
+        data = orjson.loads(raw)
+        if not isinstance(data, dict) or data.get("schema") != REPLAY_SCHEMA:
+            return None
+        return ReplayRecord(
+            event_id=str(data["event_id"]),
+            letter_replays=int(data["letter_replays"]),
+            state="published" if data["state"] == "published" else "publishing",
+            replays=int(data["replays"]),
+            times=int(data.get("times", 1)),
+            to="retry" if data.get("to") == "retry" else "uploads",
+            topic=str(data["topic"]),
+            run_id=str(data.get("run_id", "")),
+            replayed_at=str(data["replayed_at"]),
+            code=str(data.get("code", "")),
+            dead_lettered_at=str(data.get("dead_lettered_at", "")),
+            partition=data.get("partition"),
+            offset=data.get("offset"),
+            intent_timestamp_ms=timestamp_ms,
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- stored letters
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLetter:
+    """A dead letter as read from its topic, with where it is and what the ledger says."""
+
+    letter: DeadLetter
+    partition: int
+    offset: int
+    #: further copies of the same letter in the topic (at-least-once), collapsed into this one
+    duplicates: int = 0
+    replay: ReplayRecord | None = None
+    #: a later generation of the same event exists (it was replayed and died again)
+    superseded: bool = False
+
+    @property
+    def key(self) -> str:
+        return letter_key(self.letter.event_id, self.letter.replays)
+
+    @property
+    def event_id(self) -> str:
+        return self.letter.event_id
+
+    @property
+    def cause(self) -> str:
+        return cause_of(self.letter)
+
+    @property
+    def status(self) -> Status:
+        if self.replay is not None:
+            return "replayed" if self.replay.state == "published" else "in_doubt"
+        return "superseded" if self.superseded else "pending"
+
+    def summary(self) -> dict[str, Any]:
+        """One JSON line of ``dlq list --json``: the letter's facts, flat, and its status."""
+        letter = self.letter
+        return {
+            "event_id": letter.event_id,
+            "image_id": image_id_of(letter),
+            "code": letter.error.code,
+            "cause": self.cause,
+            "processor": letter.error.processor,
+            "message": letter.error.message,
+            "attempts": len(letter.attempts),
+            "first_failed_at": letter.first_failed_at,
+            "dead_lettered_at": letter.dead_lettered_at,
+            "replays": letter.replays,
+            "status": self.status,
+            "replayed_at": self.replay.replayed_at if self.replay else None,
+            "partition": self.partition,
+            "offset": self.offset,
+            "duplicates": self.duplicates,
+        }
+
+
+def collapse(
+    records: Iterable[tuple[DeadLetter, int, int]], ledger: dict[str, ReplayRecord]
+) -> list[StoredLetter]:
+    """Letters ``(letter, partition, offset)`` in topic order -> one ``StoredLetter`` per key.
+
+    The first copy of a letter stands for it (its offset, its time); later copies only count
+    as ``duplicates``. Each letter gets its ledger record, and ``superseded`` when the same
+    event has a letter of a later generation.
+    """
+    firsts: dict[str, StoredLetter] = {}
+    latest_generation: dict[str, int] = {}
+    for letter, partition, offset in records:
+        key = letter_key(letter.event_id, letter.replays)
+        seen = firsts.get(key)
+        if seen is not None:
+            firsts[key] = replace(seen, duplicates=seen.duplicates + 1)
+            continue
+        firsts[key] = StoredLetter(letter, partition, offset, replay=ledger.get(key))
+        generation = latest_generation.get(letter.event_id, -1)
+        latest_generation[letter.event_id] = max(generation, letter.replays)
+    return [
+        replace(s, superseded=s.letter.replays < latest_generation[s.event_id])
+        for s in firsts.values()
+    ]
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """An ISO-8601 time (naive = UTC), or an age such as ``90s``, ``30m``, ``2h``, ``1d``."""
+    text = text.strip()
+    try:
+        return now - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise ValueError(
+            f"not a time or an age: {text!r} (use e.g. 2h, 30m, 1d or 2024-05-01T12:00:00Z)"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class LetterFilter:
+    """Which letters a command acts on; an empty filter matches every letter.
+
+    Values within one field are alternatives (``codes=("a", "b")``: a or b); fields combine
+    with *and*. ``codes`` match the final code or the cause (see the module docstring);
+    ``since``/``until`` bound ``dead_lettered_at`` (inclusive).
+    """
+
+    codes: tuple[str, ...] = ()
+    processors: tuple[str, ...] = ()
+    image_ids: tuple[str, ...] = ()
+    event_ids: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    statuses: tuple[Status, ...] = ()
+
+    def matches(self, stored: StoredLetter) -> bool:
+        letter = stored.letter
+        if self.codes and letter.error.code not in self.codes and stored.cause not in self.codes:
+            return False
+        if self.processors and letter.error.processor not in self.processors:
+            return False
+        if self.image_ids and image_id_of(letter) not in self.image_ids:
+            return False
+        if self.event_ids and letter.event_id not in self.event_ids:
+            return False
+        if self.statuses and stored.status not in self.statuses:
+            return False
+        if self.since is not None or self.until is not None:
+            try:
+                when = parse_time(letter.dead_lettered_at)
+            except ValueError:
+                return False
+            if self.since is not None and when < self.since:
+                return False
+            if self.until is not None and when > self.until:
+                return False
+        return True
+
+    def apply(self, letters: Iterable[StoredLetter], limit: int | None = None) -> list[StoredLetter]:
+        out: list[StoredLetter] = []
+        for stored in letters:
+            if limit is not None and len(out) >= limit:
+                break
+            if self.matches(stored):
+                out.append(stored)
+        return out
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def stats_of(letters: Sequence[StoredLetter], *, undecodable: int = 0) -> dict[str, Any]:
+    """``dlq stats`` as one object: counts by code, cause, processor and status; time span."""
+    times = sorted(s.letter.dead_lettered_at for s in letters)
+    by_status = Counter(s.status for s in letters)
+    return {
+        "total": len(letters),
+        "by_code": dict(Counter(s.letter.error.code for s in letters).most_common()),
+        "by_cause": dict(Counter(s.cause for s in letters).most_common()),
+        "by_processor": dict(
+            Counter(s.letter.error.processor or "-" for s in letters).most_common()
+        ),
+        "by_status": {status: by_status.get(status, 0)
+                      for status in ("pending", "in_doubt", "replayed", "superseded")},
+        "replayed": by_status.get("replayed", 0),
+        "not_replayed": len(letters) - by_status.get("replayed", 0),
+        "oldest": times[0] if times else None,
+        "newest": times[-1] if times else None,
+        "duplicates": sum(s.duplicates for s in letters),
+        "undecodable": undecodable,
+    }
+
+
+# --------------------------------------------------------------------------- replay plans
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    """What one ``dlq replay`` run will do: ``letters`` in topic order, none refused."""
+
+    letters: tuple[StoredLetter, ...]
+    to: Target
+    #: letters of the selection left out, by reason (already replayed, superseded)
+    skipped: dict[str, int] = field(default_factory=dict)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+def plan_replay(
+    selected: Sequence[StoredLetter], *, to: Target = "uploads", again: bool = False,
+    force: bool = False, limit: int | None = None,
+) -> ReplayPlan:
+    """Choose the letters to replay among ``selected`` (already filtered), or refuse.
+
+    - ``pending`` and ``in_doubt`` letters are replayed; ``replayed`` ones only with ``again``;
+      ``superseded`` ones never (the event's newest letter is the one to act on);
+    - a letter whose cause is an input error is refused unless ``force``: the whole run is
+      refused (``ReplayRefused``) before anything is published, naming the codes;
+    - a letter whose original was not JSON can only go back to the uploads topic, as it was.
+    """
+    chosen: list[StoredLetter] = []
+    skipped: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
+    for stored in selected:
+        status = stored.status
+        if status == "superseded":
+            skipped["superseded"] += 1
+            continue
+        if status == "replayed" and not again:
+            skipped["already_replayed"] += 1
+            continue
+        reason = refusal_reason(stored.letter)
+        if reason is not None and not force:
+            refused[reason] += 1
+        if to == "retry" and raw_original(stored.letter) is not None:
+            raise ReplayRefused(
+                f"dead letter {stored.event_id} holds an original that is not JSON; it can only "
+                "be replayed --to uploads"
+            )
+        chosen.append(stored)
+    if refused:
+        codes = ", ".join(f"{code} ({n})" for code, n in refused.most_common())
+        raise ReplayRefused(
+            f"refusing to replay {sum(refused.values())} dead letter(s) caused by input errors: "
+            f"{codes}; the same input would fail the same way. Fix the cause (e.g. raise a "
+            "limit) and pass --force, or narrow the selection with --code"
+        )
+    if limit is not None:
+        chosen = chosen[:limit]
+    return ReplayPlan(letters=tuple(chosen), to=to, skipped=dict(skipped))
+
+
+def next_replays(stored: StoredLetter) -> int:
+    """The replay count the replayed upload carries: one more than any before it."""
+    previous = stored.replay.replays if stored.replay is not None else stored.letter.replays
+    return max(stored.letter.replays, previous) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayMessage:
+    """The record that replays a letter: where it goes and its key, value and headers."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: h.Headers
+
+
+def replay_message(
+    letter: DeadLetter, replays: int, *, to: Target, uploads_topic: str,
+    first_tier: tuple[str, str] | None = None, now_iso: str | None = None,
+) -> ReplayMessage:
+    """Build the replayed record of ``letter`` carrying ``replays``.
+
+    ``uploads``: the original upload exactly as received, with ``replays`` set (its
+    ``event_id``, ``submitted_at`` and every other field kept; an original that was not JSON
+    goes back as its raw bytes). ``retry``: a ``pixelpipe.retry/1`` envelope due now on the
+    first tier (``first_tier`` = (tier name, topic)) with a fresh attempt history, so the
+    replay gets every tier again; the letter keeps the old history.
+    """
+    extra = [(REPLAYS_HEADER, str(replays).encode())]
+    raw = raw_original(letter)
+    if raw is not None:
+        return ReplayMessage(
+            uploads_topic, letter.event_id.encode(), raw,
+            h.make_headers(event_id=letter.event_id) + extra,
+        )
+    original = dict(letter.original, replays=replays)
+    key = (image_id_of(letter) or letter.event_id).encode()
+    if to == "uploads":
+        schema = original.get("schema")
+        return ReplayMessage(
+            uploads_topic, key, orjson.dumps(original),
+            h.make_headers(event_id=letter.event_id,
+                           schema=schema if isinstance(schema, str) else None) + extra,
+        )
+    if first_tier is None:
+        raise ReplayRefused("no retry tier is configured (PIXELPIPE_RETRY_TIERS)")
+    now = now_iso or utc_now_iso()
+    tier, topic = first_tier
+    envelope = RetryEnvelope(
+        event_id=letter.event_id, original=original, attempts=(), origin=letter.origin,
+        first_failed_at=now, due_at=now, tier=tier, image_id=image_id_of(letter),
+    )
+    return ReplayMessage(
+        topic, key, encode(envelope),
+        h.make_headers(
+            event_id=letter.event_id, schema=RETRY_SCHEMA, attempt=0, due_at=now,
+            origin_topic=letter.origin.topic, origin_partition=letter.origin.partition,
+            origin_offset=letter.origin.offset,
+        ) + extra,
+    )
