@@ -239,11 +239,14 @@ def demo(keep_running: bool, photos: Path | None, broker: str | None) -> None:
 
 def _register_subcommands() -> None:
     from pixelpipe.cli_breaker import breaker
+    from pixelpipe.cli_dlq import dlq
 
     main.add_command(breaker)
+    main.add_command(dlq)
 
 
 _register_subcommands()
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -60,11 +60,16 @@ async def connect_consumer(settings: Settings, timeout_s: float = DEFAULT_TIMEOU
     return consumer
 
 
-async def existing_topics(consumer: AIOKafkaConsumer, timeout_s: float) -> set[str]:
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, topic: str, timeout_s: float
+) -> list[TopicPartition]:
+    """The partitions of ``topic`` from fresh cluster metadata; [] when it does not exist."""
     try:
-        return set(await asyncio.wait_for(consumer.topics(), timeout_s))
+        # the consumer's own metadata covers only what it subscribed to: ask for everything
+        cluster = await asyncio.wait_for(consumer._client.fetch_all_metadata(), timeout_s)
     except (KafkaError, TimeoutError) as exc:
-        raise BrokerUnavailable(f"cannot list topics ({type(exc).__name__}: {exc})") from exc
+        raise BrokerUnavailable(f"cannot read topic metadata ({type(exc).__name__}: {exc})") from exc
+    return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
 
 
 async def read_to_end(
@@ -115,10 +120,6 @@ async def read_to_end(
             )
 
 
-def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-
-
 class DeadLetterReader:
     """Dead letters with their replay state, filtered; ``stats``; one event's letters.
 
@@ -154,11 +155,9 @@ class DeadLetterReader:
     async def ledger(self) -> dict[str, ReplayRecord]:
         """The replay ledger: the latest record of each letter key."""
         topic = dlq_replays_topic(self.settings.topic_prefix)
-        if topic not in await existing_topics(self.consumer, self.timeout_s):
-            return {}
+        partitions = await topic_partitions(self.consumer, topic, self.timeout_s)
         out: dict[str, ReplayRecord] = {}
-        async for record in read_to_end(self.consumer, _partitions(self.consumer, topic),
-                                        stall_s=self.timeout_s):
+        async for record in read_to_end(self.consumer, partitions, stall_s=self.timeout_s):
             entry = decode_replay_record(record.value, record.timestamp)
             if entry is not None:
                 out[entry.key] = entry
@@ -170,12 +169,10 @@ class DeadLetterReader:
         """Every letter of the topic, one per ``(event_id, replays)``, in topic order."""
         topic = dlq_topic(self.settings.topic_prefix)
         ledger = await self.ledger()
-        if topic not in await existing_topics(self.consumer, self.timeout_s):
-            return []
+        partitions = await topic_partitions(self.consumer, topic, self.timeout_s)
         decoded: list[tuple[DeadLetter, int, int]] = []
         undecodable = 0
-        async for record in read_to_end(self.consumer, _partitions(self.consumer, topic),
-                                        stall_s=self.timeout_s):
+        async for record in read_to_end(self.consumer, partitions, stall_s=self.timeout_s):
             try:
                 decoded.append((decode_deadletter(record.value), record.partition, record.offset))
             except MalformedEvent:
@@ -206,11 +203,12 @@ class DeadLetterReader:
         """Which of ``wanted`` (event id, replays) were already published to ``topic`` at or
         after ``since_ms``: ``{(event_id, replays): (partition, offset)}``. Reads headers only.
         """
-        if not wanted or topic not in await existing_topics(self.consumer, self.timeout_s):
+        if not wanted:
             return {}
+        partitions = await topic_partitions(self.consumer, topic, self.timeout_s)
         found: dict[tuple[str, int], tuple[int, int]] = {}
-        async for record in read_to_end(self.consumer, _partitions(self.consumer, topic),
-                                        start_ms=since_ms, stall_s=self.timeout_s):
+        async for record in read_to_end(self.consumer, partitions, start_ms=since_ms,
+                                        stall_s=self.timeout_s):
             headers = h.header_map(record.headers)
             try:
                 ident = (headers.get(h.EVENT_ID, ""), int(headers.get(REPLAYS_HEADER, "-1")))
