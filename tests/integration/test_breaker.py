@@ -43,6 +43,18 @@ def status(pipeline: PipelineEnv) -> dict[str, dict[str, Any]]:
     return {row["processor"]: row for row in rows}
 
 
+def stamp(log: str, pattern: str) -> float:
+    """The time of the first log line matching ``pattern`` (faust's log format)."""
+    from datetime import datetime
+
+    for line in log.splitlines():
+        if re.search(pattern, line):
+            when = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", line)
+            assert when, line
+            return datetime.strptime(when.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    raise AssertionError(f"no log line matches {pattern!r}")
+
+
 def wait_state(pipeline: PipelineEnv, processor: str, state: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -143,6 +155,12 @@ def test_operator_overrides_take_effect_on_every_worker_and_reset_restores(
         first.stop()
         second.stop()
     assert "after breaker_open" in logs
+    # How long the forced_open took from the agent's decision to each worker's view
+    decided = stamp(logs, r"breaker resize: closed -> forced_open")
+    seen = [stamp(w.log(), r"breaker view: resize is now forced_open") for w in (first, second)]
+    delays = [round((t - decided) * 1000) for t in seen]
+    print(f"\nforced_open propagation to the two workers: {delays} ms")
+    assert all(0 <= d < 2000 for d in delays)
 
 
 def test_an_open_avif_breaker_with_a_fallback_gives_a_degraded_webp(
@@ -195,3 +213,38 @@ def test_with_the_fault_still_there_a_trial_reopens_it_with_a_longer_wait(
     assert row["trips"] >= 2
     print(f"\nblur after a failed trial: {row['state']}, trips {row['trips']}, "
           f"since {row['since']}, next trial {row['next_trial']}")
+
+
+def test_restarting_the_table_owner_keeps_the_state_and_old_windows_still_expire(
+    pipeline: PipelineEnv, tmp_path: Path
+) -> None:
+    env = dict(BREAKER_ENV, PIXELPIPE_BREAKER_WINDOW="6s", PIXELPIPE_BREAKER_WAIT="120s")
+    worker = pipeline.start_worker("before", PIXELPIPE_FAULTS="blur:worker_crashed:always", **env)
+    try:
+        images = [img.path for img in mixed_images(tmp_path / "in", 4, max_side=400)]
+
+        async def publish() -> None:
+            async with Publisher(pipeline.settings()) as publisher:
+                for path in images:
+                    await publisher.publish_file(path, [BLURRED])
+
+        asyncio.run(publish())
+        wait_state(pipeline, "blur", "open", timeout=60)
+    finally:
+        worker.stop()
+    # When the only worker (the table's owner) restarts, failures still configured
+    again = pipeline.start_worker("after", PIXELPIPE_FAULTS="blur:worker_crashed:always", **env)
+    try:
+        # Then the state is the restored one, not a fresh CLOSED
+        row = status(pipeline)["blur"]
+        assert row["state"] == "open" and row["trips"] == 1
+        time.sleep(7)  # longer than the 6 s window since the failures
+        # And the restored window's old buckets expire: an override re-evaluates the row
+        # (forced open, so no new call can land in the window meanwhile)
+        pipeline.cli("breaker", "open", "blur")
+        wait_state(pipeline, "blur", "forced_open")
+        row = status(pipeline)["blur"]
+    finally:
+        again.stop()
+    assert row["calls"] == 0, row
+    assert "Recovery" in again.log()
