@@ -44,7 +44,6 @@ import contextlib
 import itertools
 import platform
 import re
-import statistics
 import sys
 import tempfile
 import time

@@ -62,12 +62,14 @@ class BreakerView:
         if not isinstance(record, dict) or record.get("schema") != BREAKER_SCHEMA:
             return
         processor = str(record.get("processor"))
-        old = self.records.get(processor, {}).get("state")
+        previous = self.records.get(processor, {})
         self.records[processor] = record
         self.received_at[processor] = time.time()
-        if old != record.get("state"):
-            log.info("breaker view: %s is now %s (%s)", processor, record.get("state"),
-                     record.get("reason", ""))
+        # a new state, or a new episode of the same one (re-opened after a failed trial)
+        if (previous.get("state"), previous.get("since")) != (record.get("state"),
+                                                               record.get("since")):
+            log.info("breaker view: %s is now %s (since %.3f: %s)", processor,
+                     record.get("state"), record.get("since") or 0.0, record.get("reason", ""))
 
     def decide(self, processor: str, now: float | None = None) -> Decision:
         record = self.records.get(processor)
