@@ -51,7 +51,8 @@ def stamp(log: str, pattern: str) -> float:
         if re.search(pattern, line):
             when = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", line)
             assert when, line
-            return datetime.strptime(when.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            stamp_ = datetime.strptime(when.group(1), "%Y-%m-%d %H:%M:%S,%f")  # noqa: DTZ007
+            return stamp_.timestamp()  # local time, like every other log line compared
     raise AssertionError(f"no log line matches {pattern!r}")
 
 
