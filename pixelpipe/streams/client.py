@@ -415,8 +415,12 @@ class ProcessedConsumer:
                     await asyncio.sleep(0.05)
                 stop_at = await consumer.end_offsets(list(consumer.assignment()))
             batches = await consumer.getmany(timeout_ms=500, max_records=200)
-            for _tp, records in batches.items():
+            # the next offset to read per partition, as far as this iterator has gone: a
+            # group commits exactly that, never records fetched but not yet yielded
+            consumed: dict[TopicPartition, int] = {}
+            for tp, records in batches.items():
                 for record in records:
+                    consumed[tp] = record.offset + 1
                     try:
                         event = decode_processed(record.value)
                     except MalformedEvent:
@@ -429,8 +433,8 @@ class ProcessedConsumer:
                         break
                 if self.limit is not None and yielded >= self.limit:
                     break
-            if self.group is not None and batches:
-                await consumer.commit()
+            if self.group is not None and consumed:
+                await consumer.commit(consumed)
             if stop_at is not None and await _all_at_or_past(consumer, stop_at):
                 return
 

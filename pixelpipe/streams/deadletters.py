@@ -27,7 +27,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -322,9 +322,17 @@ class LetterFilter:
 # --------------------------------------------------------------------------- stats
 
 
+def _instant(text: str) -> datetime:
+    # by time, not by string: "11:00:00.000Z" and "11:00:00Z" are the same instant
+    try:
+        return parse_time(text)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
 def stats_of(letters: Sequence[StoredLetter], *, undecodable: int = 0) -> dict[str, Any]:
     """``dlq stats`` as one object: counts by code, cause, processor and status; time span."""
-    times = sorted(s.letter.dead_lettered_at for s in letters)
+    times = sorted((s.letter.dead_lettered_at for s in letters), key=_instant)
     by_status = Counter(s.status for s in letters)
     return {
         "total": len(letters),
