@@ -32,6 +32,12 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except (StreamsError, PixelpipeError, ConfigError) as exc:
             _fail(str(exc))
+        except BrokenPipeError:
+            # the reader went away (``... | head``): stop quietly, as Unix tools do
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(0) from None
         except KeyboardInterrupt:
             _fail("interrupted")
         except TimeoutError:

@@ -133,15 +133,21 @@ def _print_table(letters: Sequence[StoredLetter]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{len(letters)} dead letter(s)")
-    for column in ("dead-lettered at", "event id", "image", "code", "cause", "processor",
-                   "tries", "replays", "status"):
-        table.add_column(column)
+    table.add_column("dead-lettered at", no_wrap=True)
+    table.add_column("event id", overflow="fold")
+    table.add_column("image", overflow="fold")
+    table.add_column("code (cause)", overflow="fold")
+    table.add_column("processor")
+    table.add_column("tries", justify="right")
+    table.add_column("replays", justify="right")
+    table.add_column("status")
     for stored in letters:
         line = stored.summary()
+        code = line["code"] if line["cause"] == line["code"] else f"{line['code']} ({line['cause']})"
         table.add_row(
-            line["dead_lettered_at"], line["event_id"], line["image_id"] or "-", line["code"],
-            line["cause"], line["processor"] or "-", str(line["attempts"]), str(line["replays"]),
-            line["status"],
+            line["dead_lettered_at"].replace("T", " ")[:19], line["event_id"],
+            line["image_id"] or "-", code, line["processor"] or "-", str(line["attempts"]),
+            str(line["replays"]), line["status"],
         )
     Console().print(table)
 

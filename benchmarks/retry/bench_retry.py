@@ -67,6 +67,8 @@ from pixelpipe.streams.topics import retry_topic  # noqa: E402
 
 PHOTOS = REPO.parent / "shared" / "data" / "photos"
 FAULTS = "grayscale:storage_unavailable:always"
+#: the probes fail on purpose: keep grayscale's circuit breaker closed, or it would defer them
+BREAKER_KEPT_CLOSED = {"PIXELPIPE_BREAKER_MIN_CALLS": "1000000000"}
 PROBE = [{"name": "probe", "operations": ["grayscale", "resize:width=32", "format:type=png"]}]
 HEAVY = [
     {"name": "thumbnail", "preset": "thumbnail"},
@@ -205,7 +207,8 @@ def run(condition: str, root: Path, args: argparse.Namespace) -> Result:
     env = PipelineEnv(bootstrap=args.bootstrap, root=root / condition, workers=2)
     env.root.mkdir(parents=True)
     worker: WorkerProcess = env.start_worker(
-        condition, PIXELPIPE_FAULTS=FAULTS, PIXELPIPE_RETRY_TIERS=args.tiers)
+        condition, PIXELPIPE_FAULTS=FAULTS, PIXELPIPE_RETRY_TIERS=args.tiers,
+        **BREAKER_KEPT_CLOSED)
     try:
         deadline = time.monotonic() + 60
         while "retry scheduler assigned" not in worker.log():  # the tiers' group has joined

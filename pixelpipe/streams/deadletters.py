@@ -1,6 +1,8 @@
 """Dead letters as an operator sees them: identity, filters, replay state, stats, replay plans.
 
-Pure (no I/O): :mod:`pixelpipe.streams.dlq_reader` reads the topics into these records and
+Pure (no I/O), like its neighbours ``dlq_ledger`` (the replay ledger's records) and
+``dlq_plan`` (which letters a replay run takes, and the records it publishes):
+:mod:`pixelpipe.streams.dlq_reader` reads the topics into these records and
 :mod:`pixelpipe.streams.dlq_replay` acts on a plan. Unit-tested without a broker.
 
 **Identity of a letter.** A letter is ``(event_id, replays)``: the upload's replay count when it
@@ -23,38 +25,40 @@ forced (after the cause was fixed, e.g. a raised size limit).
 from __future__ import annotations
 
 import base64
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import orjson
-
 from pixelpipe.errors import INPUT_ERROR_CODES
-from pixelpipe.schemas import (
-    RETRY_SCHEMA,
-    DeadLetter,
-    RetryEnvelope,
-    encode,
-    parse_time,
-    utc_now_iso,
-)
-from pixelpipe.streams import headers as h
+from pixelpipe.schemas import DeadLetter, parse_time
+from pixelpipe.streams.dlq_ledger import ReplayRecord, Target, letter_key
 from pixelpipe.streams.errors import StreamsError
 from pixelpipe.streams.settings import parse_duration
 
-REPLAY_SCHEMA = "pixelpipe.replay/1"
+__all__ = [
+    "REPLAYS_HEADER",
+    "DeadLetterNotFound",
+    "LetterFilter",
+    "ReplayRecord",
+    "Status",
+    "StoredLetter",
+    "Target",
+    "cause_of",
+    "collapse",
+    "image_id_of",
+    "letter_key",
+    "parse_when",
+    "raw_original",
+    "refusal_reason",
+    "stats_of",
+]
+
 #: header on every replayed record: the upload's replay count (to find it again after a crash)
 REPLAYS_HEADER = "pixelpipe-replays"
 
 Status = Literal["pending", "in_doubt", "replayed", "superseded"]
-Target = Literal["uploads", "retry"]
-
-
-class ReplayRefused(StreamsError):
-    """A replay would repeat a failure that cannot change (an input error), or cannot be done."""
 
 
 class DeadLetterNotFound(StreamsError):
@@ -62,11 +66,6 @@ class DeadLetterNotFound(StreamsError):
 
 
 # --------------------------------------------------------------------------- identity
-
-
-def letter_key(event_id: str, replays: int) -> str:
-    """The ledger key of a letter: ``<event_id>#<replays>`` (see the module docstring)."""
-    return f"{event_id}#{replays}"
 
 
 def cause_of(letter: DeadLetter) -> str:
@@ -97,76 +96,6 @@ def refusal_reason(letter: DeadLetter) -> str | None:
     if cause in INPUT_ERROR_CODES:
         return cause
     return None
-
-
-# --------------------------------------------------------------------------- replay ledger
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayRecord:
-    """``pixelpipe.replay/1``: the ledger's latest word on one letter (compacted by key).
-
-    ``state`` is ``publishing`` (written, acknowledged, *before* the replayed record is
-    published) or ``published`` (after Kafka acknowledged the replayed record). ``replays`` is
-    the count the replayed upload carries; ``times`` how often this letter was replayed.
-    """
-
-    event_id: str
-    letter_replays: int
-    state: Literal["publishing", "published"]
-    replays: int
-    times: int
-    to: Target
-    topic: str
-    run_id: str
-    replayed_at: str
-    code: str
-    dead_lettered_at: str
-    partition: int | None = None
-    offset: int | None = None
-    #: the Kafka timestamp (ms) of the ``publishing`` record, filled in when read
-    intent_timestamp_ms: int | None = None
-    schema: str = REPLAY_SCHEMA
-
-    @property
-    def key(self) -> str:
-        return letter_key(self.event_id, self.letter_replays)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def encode(self) -> bytes:
-        data = self.to_json()
-        data.pop("intent_timestamp_ms")
-        return orjson.dumps(data)
-
-
-def decode_replay_record(raw: bytes | None, timestamp_ms: int | None = None) -> ReplayRecord | None:
-    """A ledger record, or None for a tombstone or anything that is not ``pixelpipe.replay/1``."""
-    if raw is None:
-        return None
-    try:
-        data = orjson.loads(raw)
-        if not isinstance(data, dict) or data.get("schema") != REPLAY_SCHEMA:
-            return None
-        return ReplayRecord(
-            event_id=str(data["event_id"]),
-            letter_replays=int(data["letter_replays"]),
-            state="published" if data["state"] == "published" else "publishing",
-            replays=int(data["replays"]),
-            times=int(data.get("times", 1)),
-            to="retry" if data.get("to") == "retry" else "uploads",
-            topic=str(data["topic"]),
-            run_id=str(data.get("run_id", "")),
-            replayed_at=str(data["replayed_at"]),
-            code=str(data.get("code", "")),
-            dead_lettered_at=str(data.get("dead_lettered_at", "")),
-            partition=data.get("partition"),
-            offset=data.get("offset"),
-            intent_timestamp_ms=timestamp_ms,
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------- stored letters
@@ -350,123 +279,3 @@ def stats_of(letters: Sequence[StoredLetter], *, undecodable: int = 0) -> dict[s
         "duplicates": sum(s.duplicates for s in letters),
         "undecodable": undecodable,
     }
-
-
-# --------------------------------------------------------------------------- replay plans
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayPlan:
-    """What one ``dlq replay`` run will do: ``letters`` in topic order, none refused."""
-
-    letters: tuple[StoredLetter, ...]
-    to: Target
-    #: letters of the selection left out, by reason (already replayed, superseded)
-    skipped: dict[str, int] = field(default_factory=dict)
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-
-
-def plan_replay(
-    selected: Sequence[StoredLetter], *, to: Target = "uploads", again: bool = False,
-    force: bool = False, limit: int | None = None,
-) -> ReplayPlan:
-    """Choose the letters to replay among ``selected`` (already filtered), or refuse.
-
-    - ``pending`` and ``in_doubt`` letters are replayed; ``replayed`` ones only with ``again``;
-      ``superseded`` ones never (the event's newest letter is the one to act on);
-    - a letter whose cause is an input error is refused unless ``force``: the whole run is
-      refused (``ReplayRefused``) before anything is published, naming the codes;
-    - a letter whose original was not JSON can only go back to the uploads topic, as it was.
-    """
-    chosen: list[StoredLetter] = []
-    skipped: Counter[str] = Counter()
-    refused: Counter[str] = Counter()
-    for stored in selected:
-        status = stored.status
-        if status == "superseded":
-            skipped["superseded"] += 1
-            continue
-        if status == "replayed" and not again:
-            skipped["already_replayed"] += 1
-            continue
-        reason = refusal_reason(stored.letter)
-        if reason is not None and not force:
-            refused[reason] += 1
-        if to == "retry" and raw_original(stored.letter) is not None:
-            raise ReplayRefused(
-                f"dead letter {stored.event_id} holds an original that is not JSON; it can only "
-                "be replayed --to uploads"
-            )
-        chosen.append(stored)
-    if refused:
-        codes = ", ".join(f"{code} ({n})" for code, n in refused.most_common())
-        raise ReplayRefused(
-            f"refusing to replay {sum(refused.values())} dead letter(s) caused by input errors: "
-            f"{codes}; the same input would fail the same way. Fix the cause (e.g. raise a "
-            "limit) and pass --force, or narrow the selection with --code"
-        )
-    if limit is not None:
-        chosen = chosen[:limit]
-    return ReplayPlan(letters=tuple(chosen), to=to, skipped=dict(skipped))
-
-
-def next_replays(stored: StoredLetter) -> int:
-    """The replay count the replayed upload carries: one more than any before it."""
-    previous = stored.replay.replays if stored.replay is not None else stored.letter.replays
-    return max(stored.letter.replays, previous) + 1
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayMessage:
-    """The record that replays a letter: where it goes and its key, value and headers."""
-
-    topic: str
-    key: bytes
-    value: bytes
-    headers: h.Headers
-
-
-def replay_message(
-    letter: DeadLetter, replays: int, *, to: Target, uploads_topic: str,
-    first_tier: tuple[str, str] | None = None, now_iso: str | None = None,
-) -> ReplayMessage:
-    """Build the replayed record of ``letter`` carrying ``replays``.
-
-    ``uploads``: the original upload exactly as received, with ``replays`` set (its
-    ``event_id``, ``submitted_at`` and every other field kept; an original that was not JSON
-    goes back as its raw bytes). ``retry``: a ``pixelpipe.retry/1`` envelope due now on the
-    first tier (``first_tier`` = (tier name, topic)) with a fresh attempt history, so the
-    replay gets every tier again; the letter keeps the old history.
-    """
-    extra = [(REPLAYS_HEADER, str(replays).encode())]
-    raw = raw_original(letter)
-    if raw is not None:
-        return ReplayMessage(
-            uploads_topic, letter.event_id.encode(), raw,
-            h.make_headers(event_id=letter.event_id) + extra,
-        )
-    original = dict(letter.original, replays=replays)
-    key = (image_id_of(letter) or letter.event_id).encode()
-    if to == "uploads":
-        schema = original.get("schema")
-        return ReplayMessage(
-            uploads_topic, key, orjson.dumps(original),
-            h.make_headers(event_id=letter.event_id,
-                           schema=schema if isinstance(schema, str) else None) + extra,
-        )
-    if first_tier is None:
-        raise ReplayRefused("no retry tier is configured (PIXELPIPE_RETRY_TIERS)")
-    now = now_iso or utc_now_iso()
-    tier, topic = first_tier
-    envelope = RetryEnvelope(
-        event_id=letter.event_id, original=original, attempts=(), origin=letter.origin,
-        first_failed_at=now, due_at=now, tier=tier, image_id=image_id_of(letter),
-    )
-    return ReplayMessage(
-        topic, key, encode(envelope),
-        h.make_headers(
-            event_id=letter.event_id, schema=RETRY_SCHEMA, attempt=0, due_at=now,
-            origin_topic=letter.origin.topic, origin_partition=letter.origin.partition,
-            origin_offset=letter.origin.offset,
-        ) + extra,
-    )

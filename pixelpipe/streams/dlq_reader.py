@@ -31,9 +31,9 @@ from pixelpipe.streams.deadletters import (
     ReplayRecord,
     StoredLetter,
     collapse,
-    decode_replay_record,
     stats_of,
 )
+from pixelpipe.streams.dlq_ledger import decode_replay_record
 from pixelpipe.streams.errors import BrokerUnavailable
 from pixelpipe.streams.settings import Settings
 from pixelpipe.streams.topics import dlq_replays_topic, dlq_topic

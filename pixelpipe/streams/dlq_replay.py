@@ -44,13 +44,10 @@ from typing import Any
 from pixelpipe.schemas import utc_now_iso
 from pixelpipe.streams.admin import declare_replay_ledger
 from pixelpipe.streams.client import Publisher
-from pixelpipe.streams.deadletters import (
-    LetterFilter,
+from pixelpipe.streams.deadletters import LetterFilter, ReplayRecord, StoredLetter, Target
+from pixelpipe.streams.dlq_plan import (
     ReplayPlan,
-    ReplayRecord,
     ReplayRefused,
-    StoredLetter,
-    Target,
     next_replays,
     plan_replay,
     replay_message,

@@ -38,7 +38,7 @@ from pixelpipe.schemas import (
 )
 from pixelpipe.streams.blobstore import LocalBlobStore, sha256_bytes
 from pixelpipe.streams.client import ProcessedConsumer, Publisher
-from pixelpipe.streams.deadletters import plan_replay
+from pixelpipe.streams.dlq_plan import plan_replay, replay_message
 from pixelpipe.streams.dlq_reader import DeadLetterReader
 from pixelpipe.streams.dlq_replay import Replayer
 from pixelpipe.streams.topics import dlq_replays_topic, dlq_topic, processed_topic, uploads_topic
@@ -358,8 +358,6 @@ def test_a_crash_between_intent_publish_and_confirmation_leaves_no_duplicate(
             records = [replayer._record(s, plan, utc_now_iso()) for s in plan.letters]
             for record in records:
                 await publisher.send_raw(ledger, record.key.encode(), record.encode())
-            from pixelpipe.streams.deadletters import replay_message
-
             for stored, record in list(zip(plan.letters, records, strict=True))[:4]:
                 message = replay_message(stored.letter, record.replays, to="uploads",
                                          uploads_topic=uploads_topic(pipeline.prefix))

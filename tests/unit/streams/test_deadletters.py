@@ -18,19 +18,15 @@ from pixelpipe.schemas import (
 )
 from pixelpipe.streams.deadletters import (
     LetterFilter,
-    ReplayRecord,
-    ReplayRefused,
     StoredLetter,
     cause_of,
     collapse,
-    decode_replay_record,
     letter_key,
-    next_replays,
     parse_when,
-    plan_replay,
-    replay_message,
     stats_of,
 )
+from pixelpipe.streams.dlq_ledger import ReplayRecord, decode_replay_record
+from pixelpipe.streams.dlq_plan import ReplayRefused, next_replays, plan_replay, replay_message
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 ORIGIN = Origin("pixelpipe.uploads", 3, 42)
