@@ -64,9 +64,9 @@ class OutcomeRouter:
                 ),
             )
             log.info(
-                "retry %s in tier %s (due %s) after %s (%s) on attempt %d",
+                "retry %s in tier %s (due %s) after %s (%s); %d attempt(s), %d deferral(s)",
                 envelope.event_id, route.tier, envelope.due_at, outcome.error.code,
-                outcome.error.processor, len(envelope.attempts),
+                outcome.error.processor, len(envelope.attempts), envelope.deferrals,
             )
             return route.tier
         assert isinstance(route, DeadRoute)

@@ -139,7 +139,10 @@ def record(
     bucket[1] += int(failed)
     bucket[2] += int(slow)
     old = effective_state(breaker, now)
-    if old in ("forced_open", "disabled"):
+    if old in ("forced_open", "disabled", "open"):
+        # While OPEN, outcomes of calls that started before it opened still arrive: they are
+        # counted, but only a trial (HALF_OPEN) decides what happens next. Re-tripping here
+        # would double the wait on every straggler.
         return None
     if old == "half_open":
         if breaker.state == "open":  # first trial outcome of this episode

@@ -33,8 +33,9 @@ def test_kill9_while_events_wait_in_the_tiers_loses_none_and_fires_none_early(
     sources = [img.path for img in mixed_images(tmp_path / "in", COUNT, max_side=600)]
     tiers = ",".join(TIERS)
     # Given a worker whose resize fails for its first 20 s, so every upload goes to a tier
+    # (the breaker is kept out of it: this test is about the tiers)
     first = pipeline.start_worker("first", PIXELPIPE_FAULTS="resize:storage_unavailable:20s",
-                                  PIXELPIPE_RETRY_TIERS=tiers)
+                                  PIXELPIPE_RETRY_TIERS=tiers, PIXELPIPE_BREAKER_MIN_CALLS="1000")
     ids = asyncio.run(publish(pipeline, sources))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and first.log().count("in tier 3s") < COUNT:
@@ -42,7 +43,8 @@ def test_kill9_while_events_wait_in_the_tiers_loses_none_and_fires_none_early(
     assert first.log().count("in tier 3s") == COUNT
     # When it is killed with SIGKILL while they wait, and a healthy worker starts
     first.kill9()
-    second = pipeline.start_worker("second", PIXELPIPE_RETRY_TIERS=tiers)
+    second = pipeline.start_worker("second", PIXELPIPE_RETRY_TIERS=tiers,
+                                   PIXELPIPE_BREAKER_MIN_CALLS="1000")
     try:
         records = consume_all(
             pipeline.bootstrap, [processed_topic(pipeline.prefix)],
@@ -58,18 +60,22 @@ def test_kill9_while_events_wait_in_the_tiers_loses_none_and_fires_none_early(
         processed.setdefault(event.event_id, event)
     assert set(processed) == set(ids)
     # And none ran before its due time: every dispatch by the scheduler was at or after due,
-    # and every processed event completed after the due time of its last retry record
     late = [float(m) for m in re.findall(r"started (-?[\d.]+) ms after its due", second.log())]
     assert late and all(ms >= 0 for ms in late)
+    # and, by the records: a copy processed from a tier (attempts >= 2, or after deferrals)
+    # completed after the earliest due time of that event's retry records. (A copy processed
+    # from the uploads topic again after the kill is an at-least-once duplicate: allowed.)
     retries = consume_all(pipeline.bootstrap, [retry_topic(t, pipeline.prefix) for t in TIERS],
                           done=lambda rs: False, timeout=3)
-    last_due: dict[str, str] = {}
+    first_due: dict[str, str] = {}
     for record in retries:
         envelope = decode_retry(record.value)
-        if envelope.event_id in processed and envelope.due_at > last_due.get(envelope.event_id, ""):
-            last_due[envelope.event_id] = envelope.due_at
-    assert set(last_due) == set(ids)
-    for event_id, due in last_due.items():
-        assert parse_time(processed[event_id].completed_at) >= parse_time(due)
+        if envelope.due_at < first_due.get(envelope.event_id, "9999"):
+            first_due[envelope.event_id] = envelope.due_at
+    assert set(first_due) == set(ids)
+    copies = [decode_processed(r.value) for r in records]
+    for copy in copies:
+        if copy.attempts >= 2:
+            assert parse_time(copy.completed_at) >= parse_time(first_due[copy.event_id])
     print(f"\n{COUNT} uploads waiting in tier 3s at kill -9; after restart all processed; "
           f"lateness max {max(late):.1f} ms over {len(late)} dispatches")

@@ -111,3 +111,13 @@ def test_overrides() -> None:
     assert b.state == "disabled"
     command(b, "reset", 5.0)
     assert b.state == "closed" and b.buckets == {} and b.trips == 0
+
+
+def test_outcomes_arriving_while_open_do_not_trip_it_again() -> None:
+    b = Breaker("resize")
+    for i in range(4):
+        fail(b, 100 + i * 0.1)
+    trial_at, trips = b.next_trial_at, b.trips
+    for i in range(20):  # stragglers: calls that started before it opened
+        assert fail(b, 100.5 + i * 0.01) is None
+    assert (b.state, b.trips, b.next_trial_at) == ("open", trips, trial_at)
