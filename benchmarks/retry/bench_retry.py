@@ -124,8 +124,12 @@ async def drive(env: PipelineEnv, tiers: str, probes: int, rate: float, backlog:
     async with Publisher(env.settings(retry_tiers=parse_tiers(tiers))) as publisher:
         await publisher.watch_outcomes()
 
+        stop = asyncio.Event()
+
         async def user(u: int) -> None:  # one outstanding photo upload at a time
             for n in itertools.count():
+                if stop.is_set():
+                    return
                 data, stem = photos[(u + n) % len(photos)]
                 upload = await publisher.publish_bytes(
                     data, HEAVY, image_id=f"{stem}-{u}-{n}", content_type="image/jpeg")
@@ -145,6 +149,9 @@ async def drive(env: PipelineEnv, tiers: str, probes: int, rate: float, backlog:
                         for u in uploads}
             ended = time.monotonic()
         finally:
+            # On Python 3.11 asyncio.wait_for (inside Publisher.wait_for) can swallow a
+            # cancel that lands as its wait completes; the flag ends such a user anyway.
+            stop.set()
             for task in load:
                 task.cancel()
             for task in load:

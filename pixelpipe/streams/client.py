@@ -311,7 +311,10 @@ class OutcomeWaiter:
                 if remaining is not None and remaining <= 0:
                     raise OutcomeTimeout(f"no outcome for {event_id} within {timeout} s")
                 try:
-                    await asyncio.wait_for(self._changed.wait(), remaining)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+                    # that lands right after a notify (cpython issue 86296)
+                    async with asyncio.timeout(remaining):
+                        await self._changed.wait()
                 except TimeoutError:
                     continue
         return self._outcomes[event_id]
