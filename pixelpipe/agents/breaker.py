@@ -54,6 +54,25 @@ def breaker_config(settings: Settings) -> BreakerConfig:
     )
 
 
+def record_outcomes(
+    breaker: Breaker, message: dict[str, Any], now: float, config: BreakerConfig
+) -> Transition | None:
+    """Count an outcome message: one call, or ``calls`` aggregated ones (``slow`` of them
+    slow); return the last transition they caused."""
+    ok = bool(message.get("ok"))
+    code = message.get("code")
+    calls = max(1, int(message.get("calls", 1)))
+    slow = min(calls, max(0, int(message.get("slow", 0))))
+    if "calls" not in message:  # a single call with its own duration
+        slow = int(float(message.get("duration_ms", 0.0)) / 1000 >= config.slow_call_s)
+    transition = None
+    for i in range(calls):
+        duration = config.slow_call_s if i < slow else 0.0
+        step = record(breaker, ok=ok, code=code, duration_s=duration, now=now, config=config)
+        transition = step or transition
+    return transition
+
+
 def register_breaker_agent(app: faust.App, settings: Settings, topics: PipelineTopics) -> Any:
     config = breaker_config(settings)
     table = app.Table(
@@ -92,11 +111,7 @@ def register_breaker_agent(app: faust.App, settings: Settings, topics: PipelineT
             before = effective_state(breaker, now)
             transition: Transition | None = None
             if schema == OUTCOME_SCHEMA:
-                transition = record(
-                    breaker, ok=bool(message.get("ok")), code=message.get("code"),
-                    duration_s=float(message.get("duration_ms", 0.0)) / 1000, now=now,
-                    config=config,
-                )
+                transition = record_outcomes(breaker, message, now, config)
             elif schema == COMMAND_SCHEMA and message.get("command") in COMMANDS:
                 transition = command(breaker, message["command"], now)
             else:

@@ -61,7 +61,8 @@ def build_worker(settings: Settings) -> WorkerParts:
     faults = FaultInjector.parse(settings.faults)
     processor = UploadProcessor(
         LocalBlobStore(settings.data_dir), pool, limits_of(settings), faults,
-        breakers=BreakerView(settings), reporter=OutcomeReporter(topics.outcomes),
+        breakers=BreakerView(settings),
+        reporter=OutcomeReporter(topics.outcomes, settings.breaker_slow_call_s),
     )
     register_breaker_agent(app, settings, topics)
     router = OutcomeRouter(topics, policy_of(settings))
