@@ -114,6 +114,11 @@ class WorkerProcess:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, orjson.loads(response.read())
 
+    def get_text(self, path: str, timeout: float = 5.0) -> str:
+        url = f"http://127.0.0.1:{self.web_port}{path}"
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+            return str(response.read().decode())
+
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Until faust says the worker is ready and it has partitions assigned."""
         deadline = time.monotonic() + timeout

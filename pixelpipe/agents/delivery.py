@@ -11,6 +11,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from pixelpipe.agents import metrics
 from pixelpipe.agents.pipeline import Failed, Outcome, Processed
 from pixelpipe.agents.routing import DeadRoute, RetryPolicy, RetryRoute, route_failure
 from pixelpipe.schemas import Origin, RetryEnvelope, encode
@@ -38,6 +39,8 @@ class OutcomeRouter:
                 h.make_headers(event_id=event.event_id, schema=event.schema,
                                attempt=event.attempts),
             )
+            metrics.OUTCOMES.labels("processed", "").inc()
+            metrics.PROCESSING_SECONDS.observe(event.processing_ms / 1000)
             log.info(
                 "processed %s (image %s) from %s[%d]@%d, attempt %d, in %.0f ms",
                 event.event_id, event.image_id, origin.topic, origin.partition, origin.offset,
@@ -63,6 +66,7 @@ class OutcomeRouter:
                     origin_offset=envelope.origin.offset,
                 ),
             )
+            metrics.OUTCOMES.labels(route.tier, outcome.error.code).inc()
             log.info(
                 "retry %s in tier %s (due %s) after %s (%s); %d attempt(s), %d deferral(s)",
                 envelope.event_id, route.tier, envelope.due_at, outcome.error.code,
@@ -79,6 +83,7 @@ class OutcomeRouter:
                 origin_partition=letter.origin.partition, origin_offset=letter.origin.offset,
             ),
         )
+        metrics.OUTCOMES.labels("dlq", letter.error.code).inc()
         level = logging.ERROR if letter.error.code == "internal_error" else logging.WARNING
         log.log(
             level, "dead-lettered %s from %s[%d]@%d: %s (%s): %s",

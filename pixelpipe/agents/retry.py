@@ -34,6 +34,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from pixelpipe.agents import metrics
 from pixelpipe.agents.delivery import OutcomeRouter
 from pixelpipe.agents.pipeline import Failed, UploadProcessor
 from pixelpipe.errors import MalformedEvent
@@ -119,6 +120,7 @@ class RetryScheduler:
 
     async def _step(self, consumer: AIOKafkaConsumer) -> None:
         wait_s = self._dispatch_due()
+        metrics.RETRY_WAITING.set(self.waiting)
         batches = await consumer.getmany(timeout_ms=int(wait_s * 1000), max_records=1000)
         for tp, records in batches.items():
             queue = self._waiting.setdefault(tp, deque())
@@ -146,6 +148,7 @@ class RetryScheduler:
                 queue.popleft()
                 self._inflight += 1
                 self.lateness.append(now - due)
+                metrics.RETRY_LATENESS_SECONDS.observe(max(0.0, now - due))
                 log.info(
                     "retry due: %s from %s[%d]@%d started %.1f ms after its due time",
                     envelope.event_id if envelope else "?", record.topic, record.partition,

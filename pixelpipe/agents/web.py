@@ -1,4 +1,4 @@
-"""The worker's web endpoints: ``/health``, ``/ready`` and ``/status`` (JSON).
+"""The worker's web endpoints: ``/health``, ``/ready``, ``/status`` (JSON), ``/metrics``.
 
 Bound to loopback unless ``PIXELPIPE_WEB_HOST`` says otherwise (faust binds 0.0.0.0 by
 default); faust's own table views are off.
@@ -12,13 +12,18 @@ from typing import Any
 
 import faust
 
+from pixelpipe.agents import metrics
 from pixelpipe.agents.retry import RetryScheduler
+from pixelpipe.streams.breaker_view import BreakerView
 from pixelpipe.streams.settings import Settings
 
 _STARTED = time.time()
 
 
-def register_web_views(app: faust.App, settings: Settings, scheduler: RetryScheduler) -> None:
+def register_web_views(
+    app: faust.App, settings: Settings, scheduler: RetryScheduler,
+    breakers: BreakerView | None = None,
+) -> None:
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         # Answering at all proves the event loop is not starved by CPU work.
@@ -29,6 +34,13 @@ def register_web_views(app: faust.App, settings: Settings, scheduler: RetrySched
         assignment = app.consumer.assignment() if app.consumer else set()
         body = {"ready": bool(app.started), "assigned_partitions": len(assignment)}
         return web.json(body, status=200 if body["ready"] else 503)
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        for processor in breakers.records if breakers else ():
+            refusing = breakers.decide_peek(processor) if breakers else False
+            metrics.BREAKER_OPEN.labels(processor).set(1 if refusing else 0)
+        return web.text(metrics.exposition().decode(), content_type="text/plain")
 
     @app.page("/status")
     async def status(web: Any, request: Any) -> Any:

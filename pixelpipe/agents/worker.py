@@ -59,16 +59,17 @@ def build_worker(settings: Settings) -> WorkerParts:
         memory_limit_mb=settings.worker_memory_mb or None,
     )
     faults = FaultInjector.parse(settings.faults)
+    breakers = BreakerView(settings)
     processor = UploadProcessor(
         LocalBlobStore(settings.data_dir), pool, limits_of(settings), faults,
-        breakers=BreakerView(settings),
+        breakers=breakers,
         reporter=OutcomeReporter(topics.outcomes, settings.breaker_slow_call_s),
     )
     register_breaker_agent(app, settings, topics)
     router = OutcomeRouter(topics, policy_of(settings))
     register_process_agent(app, topics, processor, router, settings.max_inflight)
     scheduler = register_retry_scheduler(app, settings, processor, router)
-    register_web_views(app, settings, scheduler)
+    register_web_views(app, settings, scheduler, breakers)
 
     async def announce() -> None:  # runs once the worker has set up logging
         log.info(

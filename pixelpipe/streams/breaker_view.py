@@ -71,6 +71,13 @@ class BreakerView:
             log.info("breaker view: %s is now %s (since %.3f: %s)", processor,
                      record.get("state"), record.get("since") or 0.0, record.get("reason", ""))
 
+    def decide_peek(self, processor: str, now: float | None = None) -> bool:
+        """Whether calls to ``processor`` are refused now (uses no half-open trial)."""
+        record = self.records.get(processor)
+        if record is None:
+            return False
+        return effective(record, time.time() if now is None else now) in ("open", "forced_open")
+
     def decide(self, processor: str, now: float | None = None) -> Decision:
         record = self.records.get(processor)
         if record is None:

@@ -60,6 +60,10 @@ def test_fifty_mixed_images_end_processed_and_consume_prints_them(
     consumed = json_lines(pipeline.cli("consume", "--from-beginning", "--limit", "50").stdout)
     assert sorted(e["event_id"] for e in consumed) == sorted(line["event_id"] for line in lines)
     assert all(e["schema"] == "pixelpipe.processed/1" for e in consumed)
+    # And the worker's Prometheus metrics count them
+    metrics = worker.get_text("/metrics")
+    assert 'pixelpipe_outcomes_total{code="",route="processed"} 50.0' in metrics
+    assert "pixelpipe_processing_seconds_count 50.0" in metrics
 
 
 async def _publish_hostile_then_good(pipeline: PipelineEnv, good: list[Path]) -> dict[str, Any]:
@@ -121,5 +125,8 @@ def test_bad_input_is_dead_lettered_with_its_code_and_good_input_still_flows(
             assert letter.original  # the upload as received travels with the letter
     malformed = next(o for e, o in run["outcomes"].items() if e.startswith("malformed:"))
     assert malformed.event.original == {"base64": "e25vdCBqc29u"}  # b"{not json"
-    # And the worker is still the same process
+    # And the worker is still the same process, counting dead letters by code
     assert worker.process.poll() is None
+    metrics = worker.get_text("/metrics")
+    assert 'pixelpipe_outcomes_total{code="corrupt_image",route="dlq"} 1.0' in metrics
+    assert 'pixelpipe_outcomes_total{code="source_missing",route="1s"} 1.0' in metrics

@@ -1,0 +1,46 @@
+"""Prometheus metrics of a worker, served at ``/metrics`` by the faust web server.
+
+prometheus-client does the bookkeeping and the exposition format; these are the numbers an
+operator alerts on: outcomes by route and code, processing time, retry lateness and backlog,
+breaker states as this worker obeys them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+OUTCOMES = Counter(
+    "pixelpipe_outcomes_total",
+    "Attempts by where their outcome went (processed, a retry tier, dlq) and error code.",
+    ["route", "code"],
+    registry=REGISTRY,
+)
+PROCESSING_SECONDS = Histogram(
+    "pixelpipe_processing_seconds",
+    "Wall time of a successful attempt (all renditions of one upload).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+RETRY_LATENESS_SECONDS = Histogram(
+    "pixelpipe_retry_lateness_seconds",
+    "Dispatch time of a retry minus its due time (never negative).",
+    buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120),
+    registry=REGISTRY,
+)
+RETRY_WAITING = Gauge(
+    "pixelpipe_retry_waiting",
+    "Retry records read by this worker and not yet due.",
+    registry=REGISTRY,
+)
+BREAKER_OPEN = Gauge(
+    "pixelpipe_breaker_refusing",
+    "1 when this worker's view of a processor's breaker refuses calls (open or forced_open).",
+    ["processor"],
+    registry=REGISTRY,
+)
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)
