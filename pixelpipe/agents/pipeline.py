@@ -79,18 +79,18 @@ class UploadProcessor:
         self.faults = faults or FaultInjector()
         self.breakers = breakers
         self.reporter = reporter or OutcomeReporter(None)
-        self._started = asyncio.Event()
+        self._started = False
         self._starting = asyncio.Lock()
 
     async def start(self) -> None:
         """Warm the pool and catch up with the breakers, once; the agents await it."""
         async with self._starting:
-            if self._started.is_set():
+            if self._started:
                 return
             await self.pool.warm_up()
             if self.breakers is not None:
                 await self.breakers.start()
-            self._started.set()
+            self._started = True
 
     async def process(self, raw: bytes | None, origin: Origin, *, attempts: int = 1) -> Outcome:
         """The outcome of one attempt at the upload in ``raw`` read from ``origin``.
