@@ -116,7 +116,7 @@ class WorkerProcess:
 
     def get_text(self, path: str, timeout: float = 5.0) -> str:
         url = f"http://127.0.0.1:{self.web_port}{path}"
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return str(response.read().decode())
 
     def wait_ready(self, timeout: float = 90.0) -> None:
