@@ -6,7 +6,7 @@ and the process's peak RSS (``VmHWM``), also shown as growth over the RSS after 
 
     .venv/bin/python benchmarks/engine/bench_engine.py --rounds 9 --out benchmarks/engine/RESULTS.md
 
-Inputs are made in a temporary directory from /work/shared/data/photos (never copied into
+Inputs are made in a temporary directory from ../shared/data/photos beside the repository (never copied into
 the repository): the 12 MP and 6 MP photos as they are, the 6 MP photo as PNG, and a 4K
 (3840x2160) JPEG cut from the 12 MP photo.
 """
@@ -27,7 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PHOTOS = Path(os.environ.get("PIXELPIPE_PHOTOS", "/work/shared/data/photos"))
+PHOTOS = Path(
+    os.environ.get(
+        "PIXELPIPE_PHOTOS", Path(__file__).resolve().parents[3] / "shared" / "data" / "photos"
+    )
+)
 LIBS = ("pixelpipe", "libvips", "pillow")
 
 # case -> (input key, description)

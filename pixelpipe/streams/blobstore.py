@@ -118,12 +118,6 @@ class LocalBlobStore:
             )
         return path
 
-    def exists(self, uri: str) -> bool:
-        try:
-            return self.resolve(uri).is_file()
-        except ForbiddenSource:
-            return False
-
     # ----------------------------------------------------------------- writing
 
     def put_source(self, data: bytes) -> StoredBlob:
@@ -134,9 +128,6 @@ class LocalBlobStore:
         if not path.exists():
             self._write_atomic(path, data)
         return StoredBlob(uri=uri, path=path, sha256=sha, size=len(data))
-
-    def put_source_file(self, source: Path) -> StoredBlob:
-        return self.put_source(source.read_bytes())
 
     def put_output(self, key: str, extension: str, data: bytes) -> StoredBlob:
         """Store an output under its derived key. Writing the same key twice is harmless."""

@@ -46,8 +46,6 @@ class BreakerView:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.records: dict[str, dict[str, Any]] = {}
-        #: when this worker received each processor's latest record (for propagation numbers)
-        self.received_at: dict[str, float] = {}
         self._trials: dict[tuple[str, float], int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -64,7 +62,6 @@ class BreakerView:
         processor = str(record.get("processor"))
         previous = self.records.get(processor, {})
         self.records[processor] = record
-        self.received_at[processor] = time.time()
         # a new state, or a new episode of the same one (re-opened after a failed trial)
         if (previous.get("state"), previous.get("since")) != (record.get("state"),
                                                                record.get("since")):
