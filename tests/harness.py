@@ -126,8 +126,9 @@ class WorkerProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"worker exited {self.process.returncode}:\n{self.log()[-4000:]}")
             log = self.log()
-            # ready: faust's consumer is assigned and the retry scheduler has joined its group
-            if "Worker ready" in log and "retry scheduler assigned" in log:
+            # ready: faust is up, the uploads feed and the retry scheduler joined their groups
+            if ("Worker ready" in log and "retry scheduler assigned" in log
+                    and "uploads feed assigned" in log):
                 try:
                     status, body = self.get("/ready", timeout=2)
                 except OSError:

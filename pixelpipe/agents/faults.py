@@ -3,7 +3,9 @@
 A ``;``-separated list of ``processor:code:when``:
 
 - ``processor``: an operation name (``resize``, ``format``, ...), ``decode`` or ``store``;
-- ``code``: any error code of ``pixelpipe.errors`` (``storage_unavailable``, ...);
+- ``code``: any error code of ``pixelpipe.errors`` (``storage_unavailable``, ...), or
+  ``delay=DURATION`` (``delay=100ms``): the call is slowed by that long instead of failing
+  (used to build a backlog of fetched-but-unfinished uploads in takeover drills);
 - ``when``: a count (``2``: the first 2 calls fail), a duration (``30s``: calls fail for 30 s
   after the worker starts) or ``always``.
 
@@ -28,6 +30,7 @@ class Fault:
     processor: str
     code: str
     count: int | None = None  # fail this many calls
+    delay_s: float = 0.0  # a delay fault: slow the call instead of failing it
     for_s: float | None = None  # fail for this long after start
     calls: int = 0
 
@@ -58,9 +61,15 @@ class FaultInjector:
             if len(parts) != 3:
                 raise ConfigError(f"PIXELPIPE_FAULTS entry {item!r} is not processor:code:when")
             processor, code, when = (p.strip() for p in parts)
-            if code not in ERROR_CLASSES:
+            delay_s = 0.0
+            if code.startswith("delay="):
+                try:
+                    delay_s = parse_duration(code.removeprefix("delay="))
+                except ValueError as exc:
+                    raise ConfigError(f"PIXELPIPE_FAULTS: {exc}") from exc
+            elif code not in ERROR_CLASSES:
                 raise ConfigError(f"PIXELPIPE_FAULTS: unknown error code {code!r}")
-            fault = Fault(processor=processor, code=code)
+            fault = Fault(processor=processor, code=code, delay_s=delay_s)
             if when == "always":
                 pass
             elif when.isdigit():
@@ -82,9 +91,19 @@ class FaultInjector:
     def check(self, processor: str) -> None:
         """Raise the injected error if ``processor`` is faulty at this call."""
         for fault in self.faults.get(processor, ()):
+            if fault.delay_s:
+                continue  # delays are served by delay_for()
             if fault.fires(time.monotonic(), self.started):
                 error: PixelpipeError = error_for_code(
                     fault.code, f"injected fault ({fault.code}) in {processor}",
                     processor=processor,
                 )
                 raise error
+
+    def delay_for(self, processor: str) -> float:
+        """Seconds a delay fault adds to this call of ``processor`` (0 when none fires)."""
+        total = 0.0
+        for fault in self.faults.get(processor, ()):
+            if fault.delay_s and fault.fires(time.monotonic(), self.started):
+                total += fault.delay_s
+        return total

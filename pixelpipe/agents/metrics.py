@@ -41,6 +41,26 @@ BREAKER_OPEN = Gauge(
     registry=REGISTRY,
 )
 
+UPLOADS_IN_FLIGHT = Gauge(
+    "pixelpipe_uploads_in_flight",
+    "Upload records read by this worker's feed and not yet settled (outcome acknowledged).",
+    registry=REGISTRY,
+)
+UPLOADS_DROPPED = Counter(
+    "pixelpipe_uploads_unsettled_total",
+    "Upload records this worker read but let go without an outcome, by reason: revoked (the "
+    "new owner reads them again) or hole_* (the partition was re-read from the stuck head).",
+    ["reason"],
+    registry=REGISTRY,
+)
+COMMIT_FAILURES = Counter(
+    "pixelpipe_commit_failures_total",
+    "Offset commits that failed (a rebalance or the broker); the offsets are committed later "
+    "or the records read again by their next owner.",
+    ["consumer"],
+    registry=REGISTRY,
+)
+
 
 def exposition() -> bytes:
     return generate_latest(REGISTRY)

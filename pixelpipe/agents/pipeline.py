@@ -132,6 +132,8 @@ class UploadProcessor:
 
     async def _check_source(self, upload: UploadEvent) -> Path:
         self.faults.check("fetch")
+        if self.faults.active and (delay := self.faults.delay_for("fetch")):
+            await asyncio.sleep(delay)
         path = self.store.open_source(upload.source.uri, max_bytes=self.limits.max_bytes)
         size = path.stat().st_size
         if upload.source.size > self.limits.max_bytes:

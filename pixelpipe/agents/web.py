@@ -14,6 +14,7 @@ import faust
 
 from pixelpipe.agents import metrics
 from pixelpipe.agents.retry import RetryScheduler
+from pixelpipe.agents.uploads_feed import UploadFeed
 from pixelpipe.streams.breaker_view import BreakerView
 from pixelpipe.streams.settings import Settings
 
@@ -22,7 +23,7 @@ _STARTED = time.time()
 
 def register_web_views(
     app: faust.App, settings: Settings, scheduler: RetryScheduler,
-    breakers: BreakerView | None = None,
+    breakers: BreakerView | None = None, feed: UploadFeed | None = None,
 ) -> None:
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
@@ -31,8 +32,10 @@ def register_web_views(
 
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:
-        assignment = app.consumer.assignment() if app.consumer else set()
-        body = {"ready": bool(app.started), "assigned_partitions": len(assignment)}
+        # assigned_partitions: the uploads partitions this worker processes (its feed's)
+        uploads = feed.status()["assigned"] if feed else []
+        joined = feed.joined if feed else True
+        body = {"ready": bool(app.started) and joined, "assigned_partitions": len(uploads)}
         return web.json(body, status=200 if body["ready"] else 503)
 
     @app.page("/metrics")
@@ -56,6 +59,7 @@ def register_web_views(
                 "workers": settings.workers,
                 "max_inflight": settings.max_inflight,
                 "assignment": assignment,
+                "uploads": feed.status() if feed else None,
                 "retry": {
                     "tiers": [name for name, _ in settings.retry_tiers],
                     "waiting": scheduler.waiting,

@@ -16,6 +16,7 @@ from pixelpipe.agents.pipeline import UploadProcessor
 from pixelpipe.agents.process import register_process_agent
 from pixelpipe.agents.retry import register_retry_scheduler
 from pixelpipe.agents.routing import RetryPolicy
+from pixelpipe.agents.uploads_feed import register_upload_feed
 from pixelpipe.agents.web import register_web_views
 from pixelpipe.imaging import ImagePool, Limits
 from pixelpipe.streams.admin import declare_pipeline_topics
@@ -67,9 +68,13 @@ def build_worker(settings: Settings) -> WorkerParts:
     )
     register_breaker_agent(app, settings, topics)
     router = OutcomeRouter(topics, policy_of(settings))
-    register_process_agent(app, topics, processor, router, settings.max_inflight)
+    # Longest an upload may legitimately take once started: every rendition up to the pool's
+    # timeout, plus the delivery timeout. Past it the feed treats the head as a hole.
+    finish_within_s = settings.task_timeout_s * 4 + 60
+    feed, channel = register_upload_feed(app, settings, finish_within_s=finish_within_s)
+    register_process_agent(app, channel, feed, processor, router)
     scheduler = register_retry_scheduler(app, settings, processor, router)
-    register_web_views(app, settings, scheduler, breakers)
+    register_web_views(app, settings, scheduler, breakers, feed)
 
     async def announce() -> None:  # runs once the worker has set up logging
         log.info(

@@ -130,6 +130,14 @@ class Settings:
             raise ConfigError(f"{ENV_UPLOAD_PARTITIONS} must be at least 1")
 
     @property
+    def uploads_group(self) -> str:
+        """The consumer group whose committed offsets say which uploads are settled.
+
+        Not the faust app's own group (``app_id``): faust's consumer no longer reads uploads,
+        and a group cannot mix faust's assignor with aiokafka's (issue 9)."""
+        return f"{self.app_id}.uploads"
+
+    @property
     def bootstrap_servers(self) -> str:
         """``host:port[,host:port]`` for aiokafka, from the ``kafka://`` URL(s)."""
         return bootstrap_from_url(self.broker)

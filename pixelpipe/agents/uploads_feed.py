@@ -1,0 +1,283 @@
+"""The uploads feed: our own consumer owns the uploads offsets; a faust agent does the work.
+
+Why not let faust consume ``uploads`` (the first design): faust decides on its own which
+records count as acked, and several of its paths ack or commit past a record the agent never
+saw: a record fetched in one consumer generation and read in the next becomes ``skipped_value``
+and is acked even on a ``noack()`` stream (``faust/streams.py``), stream buffers are cleared
+when flow control resumes after a rebalance (``clear_on_resume``), and its commit can jump an
+unacked head (faust-streaming issue 606). A takeover test lost 55 of 1,200 uploads that way
+(issue 9). So the offsets of ``uploads`` are ours:
+
+- a plain aiokafka consumer in group ``<app id>.uploads`` (``Settings.uploads_group``), auto
+  commit off, reads the records and tracks each in an ``OffsetLedger``;
+- each record is handed to the process agent through a ``HandoffChannel``: a faust channel
+  whose queue flow control never clears, carrying plain objects (not faust events, so faust
+  never acks or skips them);
+- the agent reports back when the record's outcome is acknowledged by Kafka; only then can the
+  ledger's commit point pass it, and a commit goes out every second and on every revoke;
+- on a revoke the feed waits (bounded) for the revoked partitions' records in flight, commits
+  what is settled and drops the rest: the new owner reads them again (duplicates, never loss);
+- a head that never settles (a hand-off the agent never picked up, or work stuck past every
+  timeout) is a hole: logged at warning, counted, and the partition is re-read from it, so the
+  commit never waits forever for a record that will not come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
+
+from pixelpipe.agents import metrics
+from pixelpipe.streams.ordering import OffsetLedger, Ticket
+from pixelpipe.streams.settings import Settings
+from pixelpipe.streams.topics import uploads_topic
+
+log = logging.getLogger(__name__)
+
+COMMIT_INTERVAL_S = 1.0
+#: a hand-off is picked up at once (the channel holds at most ``max_inflight``); far past this,
+#: it was lost on the way and the partition is re-read
+START_WITHIN_S = 60.0
+#: how long a revoke waits for the revoked partitions' records in flight before dropping them
+REVOKE_DRAIN_S = 20.0
+
+
+class HandoffChannel(faust.Channel[Any]):
+    """A faust channel whose queue is never cleared behind our back.
+
+    faust's channels use a ``FlowControlQueue(clear_on_resume=True)``: every rebalance of the
+    faust consumer empties it. Records handed to the agent must not vanish, so this channel's
+    queues are plain bounded queues; and ``put`` refuses when nobody iterates the channel
+    (faust would drop the value silently).
+    """
+
+    @property
+    def queue(self) -> ThrowableQueue[Any]:
+        if self._queue is None:
+            # its own flow control, never suspended: the app's would clear it on resume
+            self._queue = ThrowableQueue(
+                maxsize=self.maxsize or 0,
+                flow_control=FlowControlEvent(initially_suspended=False),
+                clear_on_resume=False,
+            )
+        return self._queue
+
+    @property
+    def has_reader(self) -> bool:
+        root = self._root if self._root is not None else self
+        return bool(root._subscribers)
+
+    async def put(self, value: Any) -> None:
+        if not self.has_reader:
+            raise RuntimeError("no agent is reading the hand-off channel")
+        await super().put(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """One upload record on its way to the agent, with the ticket that settles it."""
+
+    record: Any  # aiokafka ConsumerRecord
+    ticket: Ticket[TopicPartition]
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, feed: UploadFeed) -> None:
+        self.feed = feed
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.feed.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.feed.on_assigned(set(assigned))
+
+
+class UploadFeed:
+    """Consumes ``uploads``, hands records to the process agent, commits what is settled."""
+
+    def __init__(
+        self, settings: Settings, channel: HandoffChannel, *, max_inflight: int,
+        finish_within_s: float, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.channel = channel
+        self.max_inflight = max_inflight
+        self.finish_within_s = finish_within_s
+        self.clock = clock
+        self.topic = uploads_topic(settings.topic_prefix)
+        self.ledger: OffsetLedger[TopicPartition] = OffsetLedger()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.joined = False
+        self._capacity = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ agent side
+
+    def begin(self, handoff: Handoff) -> bool:
+        """The agent picked ``handoff`` up; False: stale (revoked meanwhile), skip it."""
+        if self.ledger.start(handoff.ticket, self.clock()):
+            return True
+        self._stale(handoff.ticket, "revoked before it started")
+        return False
+
+    def settled(self, handoff: Handoff) -> None:
+        """The outcome of ``handoff`` is acknowledged by Kafka: its offset may be committed."""
+        if not self.ledger.finish(handoff.ticket):
+            self._stale(handoff.ticket, "revoked while it ran; the new owner redoes it")
+        self._capacity.set()
+
+    def _stale(self, ticket: Ticket[TopicPartition], why: str) -> None:
+        metrics.UPLOADS_DROPPED.labels("revoked").inc()
+        tp = ticket.partition
+        log.warning("upload %s[%d]@%d not settled here: %s", tp.topic, tp.partition,
+                    ticket.offset, why)
+
+    # ------------------------------------------------------------ consumer side
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=self.settings.uploads_group,
+            client_id=f"{self.settings.app_id}-uploads",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.max_inflight,
+            # heartbeats run on this loop, which the pool keeps free; a short session lets a
+            # new worker take over a killed one's partitions within ~10 s
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+            max_poll_interval_ms=int(max(300.0, self.finish_within_s * 2) * 1000),
+            # fetches must return promptly so revokes and commits are never held up
+            fetch_max_wait_ms=200,
+        )
+        self.consumer = consumer
+        while not self.channel.has_reader:  # the agent's actor subscribes when it starts
+            await asyncio.sleep(0.05)
+        await consumer.start()
+        consumer.subscribe([self.topic], listener=_Listener(self))
+        committer = asyncio.create_task(self._commit_loop())
+        try:
+            while True:
+                await self._step(consumer)
+        finally:
+            committer.cancel()
+            await self._drain_and_commit(self.ledger.partitions, REVOKE_DRAIN_S)
+            await consumer.stop()
+
+    async def _step(self, consumer: AIOKafkaConsumer) -> None:
+        free = self.max_inflight - self.ledger.in_flight()
+        if free <= 0:
+            await self._capacity_changed(1.0)
+            return
+        batches = await consumer.getmany(timeout_ms=500, max_records=free)
+        for tp, records in batches.items():
+            for record in records:
+                ticket = self.ledger.track(tp, record.offset, self.clock())
+                if ticket is None:
+                    continue  # fetched across a revoke or a re-seek: read again later
+                await self.channel.put(Handoff(record, ticket))
+        metrics.UPLOADS_IN_FLIGHT.set(self.ledger.in_flight())
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.ledger.assign(set(assigned))
+        self.joined = True
+        log.info("uploads feed assigned %d partitions: %s", len(assigned),
+                 ",".join(str(tp.partition) for tp in sorted(assigned)) or "-")
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before the group moves ``revoked`` elsewhere: settle and commit what we can."""
+        await self._drain_and_commit(set(revoked), REVOKE_DRAIN_S)
+        dropped = self.ledger.revoke(set(revoked))
+        for offset in dropped[:20]:
+            log.warning("uploads revoked with a record unsettled (offset %d); its new owner "
+                        "reads it again", offset)
+        if dropped:
+            metrics.UPLOADS_DROPPED.labels("revoked").inc(len(dropped))
+        self._capacity.set()
+
+    async def _drain_and_commit(self, partitions: set[TopicPartition], timeout: float) -> None:
+        deadline = self.clock() + timeout
+        while self.ledger.in_flight(partitions) and self.clock() < deadline:
+            await self._capacity_changed(0.1)
+        await self.commit()
+
+    async def _capacity_changed(self, timeout: float) -> None:
+        """Wait until a record settles or is dropped (or ``timeout``)."""
+        self._capacity.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._capacity.wait(), timeout=timeout)
+
+    async def commit(self) -> None:
+        """Commit every partition's settled prefix. A failed commit is retried next time."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        async with self._commit_lock:
+            offsets = self.ledger.committable()
+            if not offsets:
+                return
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:
+                metrics.COMMIT_FAILURES.labels("uploads").inc()
+                log.warning("uploads commit failed (%r); settled records will be committed "
+                            "later or read again by their next owner", exc)
+                return
+            self.ledger.committed(offsets)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_INTERVAL_S)
+            await self.commit()
+            self._recover_holes()
+
+    def _recover_holes(self) -> None:
+        consumer = self.consumer
+        stalls = self.ledger.stalls(self.clock(), start_within_s=START_WITHIN_S,
+                                    finish_within_s=self.finish_within_s)
+        for stall in stalls:
+            tp = stall.partition
+            log.warning(
+                "hole in %s[%d] at offset %d (%s for %.0f s): re-reading the partition from "
+                "there so the commit does not wait forever", tp.topic, tp.partition,
+                stall.offset, stall.reason, stall.waited_s,
+            )
+            metrics.UPLOADS_DROPPED.labels(f"hole_{stall.reason}").inc()
+            head = self.ledger.reset(tp)
+            if consumer is not None and head is not None:
+                consumer.seek(tp, head)
+        if stalls:
+            self._capacity.set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "group": self.settings.uploads_group,
+            "assigned": sorted(tp.partition for tp in self.ledger.partitions),
+            "in_flight": self.ledger.in_flight(),
+        }
+
+
+def register_upload_feed(
+    app: faust.App, settings: Settings, *, finish_within_s: float,
+) -> tuple[UploadFeed, HandoffChannel]:
+    """The hand-off channel for the process agent, and the feed task that fills it."""
+    channel = HandoffChannel(app, maxsize=settings.max_inflight * 2)
+    feed = UploadFeed(settings, channel, max_inflight=settings.max_inflight,
+                      finish_within_s=finish_within_s)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def uploads_feed() -> None:
+        await feed.run()
+
+    return feed, channel
+
