@@ -2,7 +2,8 @@
 
 Machine output is JSON lines on stdout; progress and tables go to stderr (rich). Every user
 error (unreachable broker, bad path, bad spec) is one line on stderr and exit code 1, never a
-traceback.
+traceback (``--debug`` or ``PIXELPIPE_DEBUG=1`` shows it). Exit codes: 0 ok, 1 error, 2 usage
+(click), 3 ``publish --wait`` saw a dead letter.
 
 Why not faust's own CLI (``@app.command``): it finalizes and autodiscovers the app for every
 command, adds faust's generic commands, and has no place for one-line user errors; here the
@@ -13,7 +14,9 @@ app at all.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,27 +25,46 @@ from typing import Any
 import click
 
 from pixelpipe.cli_common import (
+    ENV_DEBUG,
+    EXIT_DEAD_LETTER,
+    CliError,
     broker_option,
     emit,
     run,
+    set_debug,
     settings_from,
     user_errors,
 )
-from pixelpipe.streams.settings import Settings
+from pixelpipe.streams.settings import ENV_WEB_PORT, Settings
+from pixelpipe.streams.topics import processed_topic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".gif", ".bmp"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_CODES_EPILOG = f"""\b
+Exit codes:
+  0  ok
+  1  error (one line on stderr: unreachable broker, bad path, bad spec, ...)
+  2  usage error (unknown option, missing argument)
+  3  publish --wait: at least one event ended as a dead letter
+
+\b
+Errors never print a traceback; --debug or {ENV_DEBUG}=1 shows it."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_EPILOG)
 @click.version_option(package_name="pixelpipe")
+@click.option("--debug", is_flag=True,
+              help=f"Show the traceback of an error (also: {ENV_DEBUG}=1).")
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, debug: bool) -> None:
     """pixelpipe: a fault-tolerant image-processing pipeline on Apache Kafka.
 
     Publish uploads, run workers, consume processed images, inspect and replay dead letters,
     see and override circuit breakers. Configuration comes from PIXELPIPE_* environment
     variables (see the README); --broker overrides PIXELPIPE_KAFKA.
     """
+    set_debug(debug)
     if ctx.invoked_subcommand != "worker":
         # aiokafka logs each failed connection attempt; a command says it once, in one line
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -54,7 +76,9 @@ def main(ctx: click.Context) -> None:
 @main.command()
 @broker_option
 @click.option("--workers", type=int, default=None, help="Image processes (default: cores).")
-@click.option("--web-port", type=int, default=None, help="Web server port (default 6066).")
+@click.option("--web-port", type=click.IntRange(0, 65535), default=None,
+              help=f"Web server port (default 6066, env {ENV_WEB_PORT}); one per worker on a "
+                   "host.")
 @click.option("--loglevel", "-l", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @user_errors
@@ -62,11 +86,41 @@ def worker(broker: str | None, workers: int | None, web_port: int | None, loglev
     """Run a worker: the Faust agents, the web server and the image process pool.
 
     Runs until SIGTERM or Ctrl-C. Several workers with the same PIXELPIPE_APP_ID share the
-    uploads between them (one consumer group).
+    uploads between them (one consumer group); on one host each needs its own --web-port.
     """
     from pixelpipe.agents.worker import run_worker
 
-    run_worker(settings_from(broker, workers=workers, web_port=web_port), loglevel=loglevel)
+    settings = settings_from(broker, workers=workers, web_port=web_port)
+    check_web_port(settings.web_host, settings.web_port)
+    run_worker(settings, loglevel=loglevel)
+
+
+def check_web_port(host: str, port: int) -> None:
+    """Fail in one line, before faust starts, when the web server could not listen.
+
+    Binds as aiohttp will (SO_REUSEADDR, so a port left in TIME_WAIT by a stopped worker
+    passes) and closes at once; faust would otherwise die with a long OSError traceback."""
+    if port == 0:
+        return  # any free port
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CliError(f"web host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CliError(
+                    f"web port {port} on {host} is already in use (another worker?); choose "
+                    f"another with --web-port or {ENV_WEB_PORT}"
+                ) from None
+            raise CliError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another "
+                f"--web-port or {ENV_WEB_PORT}"
+            ) from None
 
 
 # --------------------------------------------------------------------------- publish
@@ -122,8 +176,9 @@ def publish(
     """Store images in the blob store and publish one upload event each.
 
     Prints one JSON line per event, in the order of the paths, with event_id and path; with
-    --wait the line also holds status (processed or dead_letter) and outcome. Directories are
-    searched recursively for images. Exits 2 when --wait saw a dead letter.
+    --wait the line also holds status (processed or dead_letter) and outcome, and each dead
+    letter is also told on stderr in one line (event id, code, processor, message).
+    Directories are searched recursively for images. Exits 3 when --wait saw a dead letter.
     """
     from pixelpipe.streams.client import Publisher
 
@@ -132,7 +187,7 @@ def publish(
     settings = settings_from(broker)
     dead = run(_publish(Publisher(settings), files, renditions, priority, wait, timeout))
     if dead:
-        raise SystemExit(2)
+        raise SystemExit(EXIT_DEAD_LETTER)
 
 
 async def _publish(
@@ -165,9 +220,18 @@ async def _publish(
             line = _publish_line(path, upload)
             line["status"] = outcome.status
             line["outcome"] = to_dict(outcome.event)
-            dead += outcome.status == "dead_letter"
             emit(line)
+            if outcome.status == "dead_letter":
+                dead += 1
+                click.echo(_dead_letter_line(path, outcome.event), err=True)
         return dead
+
+
+def _dead_letter_line(path: Path, letter: Any) -> str:
+    error = letter.error
+    where = f" in {error.processor}" if error.processor else ""
+    message = " ".join(str(error.message).split())
+    return f"pixelpipe: dead letter: {letter.event_id} ({path}): {error.code}{where}: {message}"
 
 
 def _publish_line(path: Path, upload: Any) -> dict[str, Any]:
@@ -184,8 +248,12 @@ def _publish_line(path: Path, upload: Any) -> dict[str, Any]:
 
 
 @main.command()
-@click.option("--from-beginning", is_flag=True, help="Start at the earliest processed event.")
-@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new events.")
+@click.option("--from-beginning", is_flag=True,
+              help="Start at the earliest processed event and stop at the current end "
+                   "(unless --follow).")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep waiting for new events (implied without --from-beginning and "
+                   "--group).")
 @click.option("--limit", "-n", type=int, default=None, help="Stop after N events.")
 @click.option("--group", "-g", default=None,
               help="Consumer group: commit progress and resume from it next time.")
@@ -196,22 +264,53 @@ def consume(
 ) -> None:
     """Print processed-image events as JSON lines (each event_id once).
 
-    Without --follow, stops at the end of the topic as it was at start-up.
+    \b
+    Where it starts and stops:
+      (no flags)        waits for new events, until Ctrl-C or --limit
+      --from-beginning  every event so far, then stops at the end of the topic
+      --group G         from G's committed offset (new events on its first run), then stops
+      --follow          with either: keeps waiting at the end instead of stopping
+
+    What it reads, from where, is said in one line on stderr; so is the count when it stops.
     """
-    run(_consume(settings_from(broker), from_beginning, follow, limit, group))
+    settings = settings_from(broker)
+    if not from_beginning and group is None:
+        follow = True  # starting at the end: without waiting there is nothing to read
+    plan = _consume_plan(processed_topic(settings.topic_prefix), from_beginning, follow, limit,
+                         group)
+    count = run(_consume(settings, from_beginning, follow, limit, group, plan))
+    click.echo(f"pixelpipe: {count} processed event(s)", err=True)
+
+
+def _consume_plan(
+    topic: str, from_beginning: bool, follow: bool, limit: int | None, group: str | None
+) -> str:
+    most = f", at most {limit}" if limit is not None else ""
+    if not from_beginning and group is None:
+        return (f"pixelpipe: waiting for new processed events on {topic}{most} (Ctrl-C to "
+                "stop; --from-beginning prints the earlier ones)")
+    start = "from the beginning" if from_beginning else f"from group {group}'s committed offset"
+    stop = ("then waiting for new ones (Ctrl-C to stop)" if follow
+            else "up to its current end (--follow keeps waiting)")
+    return f"pixelpipe: reading processed events of {topic} {start}{most}, {stop}"
 
 
 async def _consume(
-    settings: Settings, from_beginning: bool, follow: bool, limit: int | None, group: str | None
-) -> None:
+    settings: Settings, from_beginning: bool, follow: bool, limit: int | None, group: str | None,
+    plan: str,
+) -> int:
     from pixelpipe.schemas import to_dict
     from pixelpipe.streams.client import ProcessedConsumer
 
+    count = 0
     async with ProcessedConsumer(
         settings, group=group, from_beginning=from_beginning, follow=follow, limit=limit
     ) as consumer:
+        click.echo(plan, err=True)  # once connected: an unreachable broker is one line alone
         async for event in consumer:
             emit(to_dict(event))
+            count += 1
+    return count
 
 
 # --------------------------------------------------------------------------- demo

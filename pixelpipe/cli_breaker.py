@@ -1,27 +1,58 @@
-"""``pixelpipe breaker status|open|close|disable|reset``: see and override circuit breakers."""
+"""``pixelpipe breaker status|open|close|disable|reset``: see and override circuit breakers.
+
+Processor names are checked against what this version runs (``known_processors``): a typo
+such as ``breaker open bogus`` is refused in one line, ``--force`` sends it anyway (a
+processor of a newer version, say). ``breaker reset`` of a name this version does not know
+removes its row: a tombstone on the compacted breaker topic, which ``status`` honours.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import click
 
-from pixelpipe.cli_common import broker_option, emit, settings_from, user_errors
+from pixelpipe.cli_common import CliError, broker_option, emit, settings_from, user_errors
 from pixelpipe.streams.breaker import Command
+from pixelpipe.streams.settings import Settings
+
+#: pipeline stages that report outcomes under their own name (``agents/pipeline.py``,
+#: ``imaging/pool.py``, ``imaging/encode.py``, ``imaging/verify.py``); ``render`` is the name
+#: of a failure that names no processor
+STAGES = ("fetch", "decode", "pool", "render", "encode", "verify", "store")
 
 
-def _settings(broker: str | None) -> Any:
+def known_processors() -> tuple[str, ...]:
+    """Every name a breaker can have in this version: the stages, each operation that is a
+    processor (``agents.gate.NOT_PROCESSORS`` are not) and each encoder (output format)."""
+    from pixelpipe.agents.gate import NOT_PROCESSORS
+    from pixelpipe.imaging import OUTPUT_FORMATS, REGISTRY
+
+    operations = [name for name in REGISTRY if name not in NOT_PROCESSORS]
+    return (*STAGES, *operations, *OUTPUT_FORMATS)
+
+
+def _settings(broker: str | None) -> Settings:
     return settings_from(broker)
 
 
 @click.group()
 def breaker() -> None:
-    """See and override the per-processor circuit breakers (shared by every worker)."""
+    """See and override the per-processor circuit breakers (shared by every worker).
+
+    A processor is a stage (fetch, decode, pool, render, encode, verify, store), an operation
+    (resize, blur, ...) or an encoder (jpeg, png, webp, avif).
+    """
 
 
 def _broker_option(func: Any) -> Any:
     return broker_option(func)
+
+
+# --------------------------------------------------------------------------- status
 
 
 @breaker.command()
@@ -30,11 +61,10 @@ def _broker_option(func: Any) -> Any:
 def status(as_json: bool, broker: str | None) -> None:
     """Every processor's breaker: state, failure and slow rates, calls in the window,
     since when, next trial."""
-    from pixelpipe.streams.breaker_client import breaker_status
 
     @user_errors
     def run() -> None:
-        rows = asyncio.run(breaker_status(_settings(broker)))
+        rows = asyncio.run(breaker_rows(_settings(broker)))
         if as_json:
             for row in rows:
                 emit(row)
@@ -57,22 +87,145 @@ def status(as_json: bool, broker: str | None) -> None:
     run()
 
 
+def fold_records(view: Any, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+    """Apply breaker-topic records (key, value) to a ``BreakerView``: a tombstone (no value)
+    removes its processor's row, as compaction eventually will."""
+    for key, value in records:
+        if value is None:
+            if key is not None:
+                view.records.pop(key.decode(errors="replace"), None)
+            continue
+        view.apply(value)
+
+
+async def read_breaker_records(
+    settings: Settings, timeout_s: float = 15.0
+) -> dict[str, dict[str, Any]]:
+    """The latest record per processor on the breaker topic, tombstones honoured; none when
+    the topic does not exist yet."""
+    from pixelpipe.streams import kafka
+    from pixelpipe.streams.breaker_view import BreakerView
+    from pixelpipe.streams.errors import TopicMissing
+    from pixelpipe.streams.topics import breaker_topic
+
+    view = BreakerView(settings)
+    try:
+        (tp,) = await kafka.existing_partitions(settings, breaker_topic(settings.topic_prefix))
+    except TopicMissing:
+        return {}
+    consumer = kafka.consumer(settings, group=None, role="breaker-status", fetch_max_wait_ms=50)
+    await kafka.start(consumer, settings)
+
+    async def read() -> None:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        while await consumer.position(tp) < end:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                fold_records(view, ((r.key, r.value) for r in batch))
+
+    try:
+        await asyncio.wait_for(read(), timeout_s)
+    finally:
+        await consumer.stop()
+    return view.records
+
+
+def _iso(epoch: object) -> str | None:
+    if not isinstance(epoch, int | float):
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+async def breaker_rows(settings: Settings) -> list[dict[str, Any]]:
+    """One row per processor, as ``streams.breaker_client.breaker_status`` makes them, from a
+    reader that honours the tombstones of ``breaker reset``."""
+    from pixelpipe.streams.breaker_view import effective
+
+    now = time.time()
+    rows = []
+    for processor, record in sorted((await read_breaker_records(settings)).items()):
+        rows.append({
+            "processor": processor,
+            "state": effective(record, now),
+            "failure_rate": record.get("failure_rate", 0.0),
+            "slow_rate": record.get("slow_rate", 0.0),
+            "calls": record.get("calls", 0),
+            "since": _iso(record.get("since")),
+            "next_trial": _iso(record.get("next_trial_at")),
+            "trips": record.get("trips", 0),
+            "reason": record.get("reason", ""),
+        })
+    return rows
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+#: what each command did, in words (stderr), for processor {p}
+DONE: dict[Command, str] = {
+    "open": "forced the breaker of {p} open on every worker: its calls are refused until "
+            "'pixelpipe breaker close {p}' or reset",
+    "close": "closed the breaker of {p} on every worker: its calls run again",
+    "disable": "disabled the breaker of {p} on every worker: it will not open, whatever the "
+               "failures, until close or reset",
+    "reset": "reset the breaker of {p}: closed, with an empty window and no trips",
+}
+
+
+def check_processor(processor: str, force: bool) -> bool:
+    """Whether ``processor`` is known to this version; unknown without ``force``: an error."""
+    known = known_processors()
+    if processor in known or force:
+        return processor in known
+    raise CliError(
+        f"unknown processor {processor!r} (known: {', '.join(known)}); --force sends it anyway "
+        "(a processor of another version)"
+    )
+
+
+async def remove_row(settings: Settings, processor: str) -> None:
+    """A tombstone for ``processor`` on the compacted breaker topic (delivered, acks=all)."""
+    from pixelpipe.streams.client import Publisher
+    from pixelpipe.streams.topics import breaker_topic
+
+    async with Publisher(settings) as publisher:
+        await publisher.send_raw(breaker_topic(settings.topic_prefix), processor.encode(), None)
+
+
 def _override(cmd: Command, help_text: str) -> None:
     @breaker.command(name=cmd, help=help_text)
     @click.argument("processor")
+    @click.option("--force", is_flag=True,
+                  help="Accept a processor name this version does not know.")
+    @click.option("--json", "as_json", is_flag=True,
+                  help="Also print the command sent, as one JSON line on stdout.")
     @_broker_option
-    def command(processor: str, broker: str | None) -> None:
+    def command(processor: str, force: bool, as_json: bool, broker: str | None) -> None:
         from pixelpipe.streams.breaker_client import send_command
 
         @user_errors
         def run() -> None:
-            emit(asyncio.run(send_command(_settings(broker), processor, cmd)))
+            settings = _settings(broker)
+            if cmd == "reset" and not force and processor not in known_processors():
+                asyncio.run(remove_row(settings, processor))
+                if as_json:
+                    emit({"processor": processor, "removed": True})
+                click.echo(f"pixelpipe: removed the breaker row of {processor!r}, not a "
+                           "processor of this version", err=True)
+                return
+            check_processor(processor, force)
+            message = asyncio.run(send_command(settings, processor, cmd))
+            if as_json:
+                emit(message)
+            click.echo(f"pixelpipe: {DONE[cmd].format(p=processor)}", err=True)
 
         run()
 
 
 _override("open", "Force PROCESSOR's breaker open on every worker (FORCED_OPEN) until "
-                  "close or reset.")
+                  "close or reset. PROCESSOR must be known to this version unless --force.")
 _override("close", "Close PROCESSOR's breaker (ends FORCED_OPEN, DISABLED or OPEN).")
 _override("disable", "Disable PROCESSOR's breaker: it never opens, whatever the failures.")
-_override("reset", "Back to CLOSED with an empty window and no trips.")
+_override("reset", "Back to CLOSED with an empty window and no trips. For a name this "
+                   "version does not know (a typo forced open, say): remove its row.")

@@ -6,8 +6,9 @@ published event id is looked up on the processed and dead-letter topics, and the
 group's committed offsets are compared with the log end (a commit that stalls behind a hole
 shows up as lag that never drains).
 
-Each round publishes a batch, waits until the current worker is part-way through it (so the
-kill lands with records fetched but not finished), then does one action:
+Each round publishes half a batch, waits until the current worker is part-way through it,
+publishes the other half around the action (so every kill, join and leave lands with records
+fetched but not finished), and does one action:
 
 - ``kill9``: SIGKILL the only worker, start a new one (takeover after a crash);
 - ``join-leave``: a second worker joins (rebalance), works, leaves with SIGTERM (rebalance);
@@ -35,7 +36,7 @@ RENDITIONS = [{"name": "t", "operations": ["resize:width=96,height=96,fit=inside
                                            "format:type=jpeg,quality=80"]}]
 ACTIONS = ("kill9", "join-leave", "join-kill9")
 #: a slow fetch keeps several uploads in flight per worker without burning the two cores
-DRILL_ENV = {"PIXELPIPE_FAULTS": "fetch:delay=60ms:always", "PIXELPIPE_MAX_INFLIGHT": "4"}
+DRILL_ENV = {"PIXELPIPE_FAULTS": "fetch:delay=200ms:always", "PIXELPIPE_MAX_INFLIGHT": "4"}
 
 
 @dataclass
@@ -113,30 +114,40 @@ def run_drill(
     current = start("w")
     workers = [current]
     try:
+        def publish(count: int) -> None:
+            ids, corrupt = asyncio.run(
+                _publish(pipeline, sources, count, len(report.published), corrupt_every))
+            report.published.extend(ids)
+            report.corrupt.update(corrupt)
+
+        def part_way(worker: WorkerProcess, base: int, count: int) -> None:
+            wait_until(lambda: outcome_count(worker) - base >= count, 120,
+                       f"{worker.log_path.name} to get going")
+
+        half = per_round // 2
         for r in range(rounds):
             action = actions[r % len(actions)]
-            ids, corrupt = asyncio.run(
-                _publish(pipeline, sources, per_round, len(report.published), corrupt_every))
-            report.published += ids
-            report.corrupt |= corrupt
             base = outcome_count(current)
-            # part-way: some of this round done, most still fetched or waiting
-            wait_until(lambda w=current, b=base: outcome_count(w) - b >= per_round // 6, 120,
-                       f"round {r} to get going")
+            publish(half)
+            part_way(current, base, half // 5)  # some done, most fetched or waiting
             if action == "kill9":
+                publish(per_round - half)
                 current.kill9()
                 current = start("w")
                 workers.append(current)
             elif action == "join-leave":
-                second = start("j")
+                second = start("j")  # joins while the first has uploads in flight
                 workers.append(second)
                 joined = outcome_count(second)
-                wait_until(lambda w=second, b=joined: outcome_count(w) - b >= 10, 120,
-                           "the joined worker to process")
-                second.stop()
+                publish(per_round - half)
+                part_way(second, joined, 5)
+                second.stop()  # leaves with uploads in flight
             elif action == "join-kill9":
                 second = start("j")
                 workers.append(second)
+                base = outcome_count(current)
+                publish(per_round - half)
+                part_way(current, base, 5)
                 current.kill9()
                 current = second
             else:  # pragma: no cover - a typo in a caller

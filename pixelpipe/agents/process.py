@@ -1,9 +1,9 @@
 """The process agent: uploads in, processed events or dead letters out, nothing lost.
 
 The agent does not read the uploads topic itself: ``UploadFeed`` (agents/uploads_feed.py)
-owns that consumer and its offsets, and hands each record over a ``HandoffChannel``. faust
-acked or skipped records behind a ``noack()`` stream around rebalances (issue 9), so no faust
-machinery decides any more which upload counts as done. Here:
+owns that consumer and its offsets, and hands each record over a ``HandoffChannel``. faust's
+commit bookkeeping passed records it had fetched and dropped at a rebalance (issue 9), so no
+faust machinery decides any more which upload counts as done. Here:
 
 - one actor (``concurrency=1``) takes hand-offs in order and starts each at once; the feed
   keeps at most ``max_inflight`` uploads in flight, the CPU work runs in the process pool;

@@ -39,6 +39,7 @@ from pixelpipe.agents.delivery import OutcomeRouter
 from pixelpipe.agents.pipeline import Failed, UploadProcessor
 from pixelpipe.errors import MalformedEvent
 from pixelpipe.schemas import Origin, RetryEnvelope, decode_retry, original_of, parse_time
+from pixelpipe.streams import kafka
 from pixelpipe.streams.ordering import InOrderAcks
 from pixelpipe.streams.settings import Settings
 from pixelpipe.streams.topics import retry_topic
@@ -96,11 +97,8 @@ class RetryScheduler:
         if not self.topics:
             return
         await self.processor.start()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=f"{self.settings.app_id}.retry",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        consumer = kafka.consumer(
+            self.settings, group=self.settings.retry_group, role="retry",
             max_poll_records=500,
             # heartbeats run on this loop, which the pool keeps free (p99 < 20 ms measured);
             # a short session lets a restarted worker take over a killed one's tiers quickly

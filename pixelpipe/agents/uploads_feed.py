@@ -1,12 +1,11 @@
 """The uploads feed: our own consumer owns the uploads offsets; a faust agent does the work.
 
-Why not let faust consume ``uploads`` (the first design): faust decides on its own which
-records count as acked, and several of its paths ack or commit past a record the agent never
-saw: a record fetched in one consumer generation and read in the next becomes ``skipped_value``
-and is acked even on a ``noack()`` stream (``faust/streams.py``), stream buffers are cleared
-when flow control resumes after a rebalance (``clear_on_resume``), and its commit can jump an
-unacked head (faust-streaming issue 606). A takeover test lost 55 of 1,200 uploads that way
-(issue 9). So the offsets of ``uploads`` are ours:
+Why not let faust consume ``uploads`` (the first design): faust's commit bookkeeping passes
+records it fetched and threw away at a rebalance. Traced in issue 9: the stream queue is
+cleared when flow control resumes after the seek on assignment, and the next record looks like
+an offset jump, so ``Consumer._add_gap`` covers the dropped ones and the next commit passes
+them; a commit during a revoke skips the hole check; ``_new_offset`` lets a one-record hole at
+the head through. A takeover test lost 55 of 1,200 uploads. So the offsets of ``uploads`` are ours:
 
 - a plain aiokafka consumer in group ``<app id>.uploads`` (``Settings.uploads_group``), auto
   commit off, reads the records and tracks each in an ``OffsetLedger``;
@@ -38,6 +37,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from pixelpipe.agents import metrics
+from pixelpipe.streams import kafka
 from pixelpipe.streams.ordering import OffsetLedger, Ticket
 from pixelpipe.streams.settings import Settings
 from pixelpipe.streams.topics import uploads_topic
@@ -145,12 +145,8 @@ class UploadFeed:
     # ------------------------------------------------------------ consumer side
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=self.settings.uploads_group,
-            client_id=f"{self.settings.app_id}-uploads",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        consumer = kafka.consumer(
+            self.settings, group=self.settings.uploads_group, role="uploads",
             max_poll_records=self.max_inflight,
             # heartbeats run on this loop, which the pool keeps free; a short session lets a
             # new worker take over a killed one's partitions within ~10 s
@@ -163,7 +159,8 @@ class UploadFeed:
         self.consumer = consumer
         while not self.channel.has_reader:  # the agent's actor subscribes when it starts
             await asyncio.sleep(0.05)
-        await consumer.start()
+        await self._adopt_legacy_offsets()
+        await kafka.start(consumer, self.settings)
         consumer.subscribe([self.topic], listener=_Listener(self))
         committer = asyncio.create_task(self._commit_loop())
         try:
@@ -187,6 +184,43 @@ class UploadFeed:
                     continue  # fetched across a revoke or a re-seek: read again later
                 await self.channel.put(Handoff(record, ticket))
         metrics.UPLOADS_IN_FLIGHT.set(self.ledger.in_flight())
+
+    async def _adopt_legacy_offsets(self) -> None:
+        """Upgrading from a version whose faust consumer read uploads in group ``app_id``:
+        start this group where that one committed, not from the beginning of the topic.
+
+        Only when this group has committed nothing on uploads yet. If it fails, the group
+        starts at the earliest offset: every upload is processed again (duplicates, no loss).
+        """
+        admin = kafka.admin(self.settings)
+        try:
+            await kafka.start(admin, self.settings)
+            mine = await admin.list_consumer_group_offsets(self.settings.uploads_group)
+            if any(tp.topic == self.topic and meta.offset >= 0 for tp, meta in mine.items()):
+                return
+            legacy = await admin.list_consumer_group_offsets(self.settings.app_id)
+        except kafka.FAILURES as exc:
+            log.warning("could not look up legacy uploads offsets (%r); starting fresh", exc)
+            return
+        finally:
+            await admin.close()
+        offsets = {tp: meta.offset for tp, meta in legacy.items()
+                   if tp.topic == self.topic and meta.offset >= 0}
+        if not offsets:
+            return
+        seeder = kafka.consumer(self.settings, group=self.settings.uploads_group,
+                                role="uploads-adopt")
+        try:
+            await kafka.start(seeder, self.settings)
+            seeder.assign(list(offsets))
+            await seeder.commit(offsets)
+            log.warning("uploads group %s adopted the offsets group %s committed on %d "
+                        "partitions (upgrade from a faust-consumed uploads topic)",
+                        self.settings.uploads_group, self.settings.app_id, len(offsets))
+        except kafka.FAILURES as exc:  # e.g. a worker joined first
+            log.warning("could not adopt legacy uploads offsets (%r)", exc)
+        finally:
+            await seeder.stop()
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.ledger.assign(set(assigned))

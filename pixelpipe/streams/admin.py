@@ -6,13 +6,13 @@ one is created with the configured partitions and config.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.admin import NewTopic
+from aiokafka.errors import KafkaError
 
+from pixelpipe.streams import kafka
 from pixelpipe.streams.errors import BrokerUnavailable
 from pixelpipe.streams.settings import Settings
 from pixelpipe.streams.topics import TopicSpec, pipeline_topics
@@ -32,26 +32,20 @@ def _config(spec: TopicSpec) -> dict[str, str]:
 
 
 async def ensure_topics(
-    bootstrap_servers: str,
+    settings: Settings,
     specs: Iterable[TopicSpec],
     *,
-    replication_factor: int = 1,
     timeout_s: float = 30.0,
 ) -> list[str]:
     """Create the missing topics among ``specs``; return the names created.
 
-    ``replication_factor``: 1 for the single local broker; 3 on a production cluster
-    (``PIXELPIPE_REPLICATION_FACTOR``).
+    Replicas: ``settings.replication_factor`` (1 for the single local broker; 3 on a
+    production cluster, ``PIXELPIPE_REPLICATION_FACTOR``).
     """
     specs = list(specs)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
-    )
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-    except (KafkaConnectionError, TimeoutError, OSError) as exc:
-        await admin.close()
-        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+    replication_factor = settings.replication_factor
+    admin = kafka.admin(settings, request_timeout_ms=int(timeout_s * 1000))
+    await kafka.start(admin, settings, timeout_s)
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
@@ -86,13 +80,12 @@ async def ensure_topics(
 async def declare_pipeline_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
     """Create the topics of the upload path that are missing, shaped by ``settings``."""
     return await ensure_topics(
-        settings.bootstrap_servers,
+        settings,
         pipeline_topics(
             settings.topic_prefix,
             settings.upload_partitions,
             tuple(name for name, _ in settings.retry_tiers),
         ),
-        replication_factor=settings.replication_factor,
         timeout_s=timeout_s,
     )
 
@@ -106,8 +99,7 @@ async def declare_replay_ledger(settings: Settings, *, timeout_s: float = 30.0) 
     from pixelpipe.streams.topics import dlq_replays_topic
 
     return await ensure_topics(
-        settings.bootstrap_servers,
+        settings,
         [TopicSpec(dlq_replays_topic(settings.topic_prefix), 1, compacted=True)],
-        replication_factor=settings.replication_factor,
         timeout_s=timeout_s,
     )

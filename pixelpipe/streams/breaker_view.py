@@ -19,11 +19,11 @@ import time
 from typing import Any, Literal
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
+from pixelpipe.streams import kafka
 from pixelpipe.streams.breaker import BREAKER_SCHEMA
-from pixelpipe.streams.client import start_or_explain
-from pixelpipe.streams.errors import BrokerUnavailable
+from pixelpipe.streams.errors import TopicMissing
 from pixelpipe.streams.settings import Settings
 from pixelpipe.streams.topics import breaker_topic
 
@@ -92,18 +92,12 @@ class BreakerView:
         return "refuse"
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=50,
-        )
-        await start_or_explain(consumer, self.settings)
         topic = breaker_topic(self.settings.topic_prefix)
-        if not await topic_exists(consumer, topic):
-            await consumer.stop()
-            raise BrokerUnavailable(f"topic {topic} does not exist (has a worker started?)")
-        tp = TopicPartition(topic, 0)
+        # one partition by declaration (streams/topics.py); TopicMissing when not declared yet
+        tp = (await kafka.existing_partitions(self.settings, topic))[0]
+        consumer = kafka.consumer(self.settings, group=None, role="breaker-view",
+                                  fetch_max_wait_ms=50)
+        await kafka.start(consumer, self.settings)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]
@@ -128,20 +122,14 @@ class BreakerView:
             await self._consumer.stop()
 
 
-async def topic_exists(consumer: AIOKafkaConsumer, topic: str) -> bool:
-    return topic in await consumer.topics()
-
-
 async def read_breakers(settings: Settings, timeout_s: float = 15.0) -> dict[str, dict[str, Any]]:
     """The latest record of every breaker (for ``pixelpipe breaker status``); none when the
     breaker topic does not exist yet."""
     view = BreakerView(settings)
     try:
         await asyncio.wait_for(view.start(), timeout_s)
-    except BrokerUnavailable as exc:
-        if "does not exist" in str(exc):
-            return {}
-        raise
+    except TopicMissing:
+        return {}
     finally:
         await view.stop()
     return view.records

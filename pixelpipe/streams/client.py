@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 
 from pixelpipe.errors import MalformedEvent
 from pixelpipe.schemas import (
@@ -42,9 +42,10 @@ from pixelpipe.schemas import (
 )
 from pixelpipe.schemas.events import Priority
 from pixelpipe.streams import headers as h
+from pixelpipe.streams import kafka
 from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.blobstore import LocalBlobStore
-from pixelpipe.streams.errors import BrokerUnavailable, DeliveryFailed, OutcomeTimeout
+from pixelpipe.streams.errors import DeliveryFailed, OutcomeTimeout
 from pixelpipe.streams.settings import Settings
 from pixelpipe.streams.topics import dlq_topic, processed_topic, uploads_topic
 
@@ -101,16 +102,6 @@ def _renditions(items: Iterable[RenditionRequest | Mapping[str, Any]]) -> tuple[
     return tuple(out)
 
 
-async def start_or_explain(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Settings) -> None:
-    try:
-        await asyncio.wait_for(client.start(), 30)
-    except (KafkaConnectionError, TimeoutError, OSError) as exc:
-        await client.stop()
-        raise BrokerUnavailable(
-            f"cannot reach Kafka at {settings.bootstrap_servers} ({type(exc).__name__})"
-        ) from exc
-
-
 class Publisher:
     """Stores sources in the blob store and publishes upload events, delivered (acks=all)."""
 
@@ -133,13 +124,8 @@ class Publisher:
     async def start(self) -> None:
         if self._declare:
             await declare_pipeline_topics(self.settings)
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            request_timeout_ms=30_000,
-        )
-        await start_or_explain(self._producer, self.settings)
+        self._producer = kafka.producer(self.settings, "publisher")
+        await kafka.start(self._producer, self.settings)
 
     async def stop(self) -> None:
         if self._waiter is not None:
@@ -261,17 +247,11 @@ class OutcomeWaiter:
     async def start(self) -> None:
         prefix = self.settings.topic_prefix
         topics = [processed_topic(prefix), dlq_topic(prefix)]
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await start_or_explain(consumer, self.settings)
+        consumer = kafka.consumer(self.settings, group=None, role="outcome-waiter")
+        await kafka.start(consumer, self.settings)
         partitions = []
         for topic in topics:
-            for partition in consumer.partitions_for_topic(topic) or await _partitions(consumer, topic):
-                partitions.append(TopicPartition(topic, partition))
+            partitions += await kafka.existing_partitions(self.settings, topic)
         consumer.assign(partitions)
         # 'now' is the current end: outcomes of events published after this call are after it.
         ends = await consumer.end_offsets(partitions)
@@ -327,17 +307,6 @@ class OutcomeWaiter:
             await self._consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    # Metadata for a topic this client has not asked about yet arrives after a refresh.
-    for _ in range(50):
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return set(parts)
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.1)
-    raise BrokerUnavailable(f"topic {topic} does not exist (is a worker declaring topics?)")
-
-
 class ProcessedConsumer:
     """Processed-image events as an async iterator; each ``event_id`` is yielded once.
 
@@ -370,16 +339,14 @@ class ProcessedConsumer:
 
     async def __aenter__(self) -> ProcessedConsumer:
         topic = processed_topic(self.settings.topic_prefix)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=self.group,
-            enable_auto_commit=False,
+        consumer = kafka.consumer(
+            self.settings, group=self.group, role="processed-consumer",
             auto_offset_reset="earliest" if self.from_beginning else "latest",
         )
-        await start_or_explain(consumer, self.settings)
+        await kafka.start(consumer, self.settings)
         self._consumer = consumer
         if self.group is None:
-            tps = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+            tps = await kafka.existing_partitions(self.settings, topic)
             consumer.assign(tps)
             if self.from_beginning:
                 await consumer.seek_to_beginning(*tps)

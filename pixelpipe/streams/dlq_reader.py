@@ -12,18 +12,17 @@ whole; a letter is one object per ``(event_id, replays)`` (see ``streams.deadlet
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from pixelpipe.errors import MalformedEvent
 from pixelpipe.schemas import DeadLetter, decode_deadletter
 from pixelpipe.streams import headers as h
+from pixelpipe.streams import kafka
 from pixelpipe.streams.deadletters import (
     REPLAYS_HEADER,
     DeadLetterNotFound,
@@ -44,32 +43,9 @@ DEFAULT_TIMEOUT_S = 10.0
 
 async def connect_consumer(settings: Settings, timeout_s: float = DEFAULT_TIMEOUT_S) -> AIOKafkaConsumer:
     """A started group-less consumer, or ``BrokerUnavailable`` within ``timeout_s``."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    try:
-        await asyncio.wait_for(consumer.start(), timeout_s)
-    except (KafkaConnectionError, KafkaError, TimeoutError, OSError) as exc:
-        await consumer.stop()
-        raise BrokerUnavailable(
-            f"cannot reach Kafka at {settings.bootstrap_servers} ({type(exc).__name__})"
-        ) from exc
+    consumer = kafka.consumer(settings, group=None, role="dlq-reader")
+    await kafka.start(consumer, settings, timeout_s)
     return consumer
-
-
-async def topic_partitions(
-    consumer: AIOKafkaConsumer, topic: str, timeout_s: float
-) -> list[TopicPartition]:
-    """The partitions of ``topic`` from fresh cluster metadata; [] when it does not exist."""
-    try:
-        # the consumer's own metadata covers only what it subscribed to: ask for everything
-        cluster = await asyncio.wait_for(consumer._client.fetch_all_metadata(), timeout_s)
-    except (KafkaError, TimeoutError) as exc:
-        raise BrokerUnavailable(f"cannot read topic metadata ({type(exc).__name__}: {exc})") from exc
-    return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
 
 
 async def read_to_end(
@@ -155,7 +131,7 @@ class DeadLetterReader:
     async def ledger(self) -> dict[str, ReplayRecord]:
         """The replay ledger: the latest record of each letter key."""
         topic = dlq_replays_topic(self.settings.topic_prefix)
-        partitions = await topic_partitions(self.consumer, topic, self.timeout_s)
+        partitions = await kafka.topic_partitions(self.settings, topic, timeout_s=self.timeout_s)
         out: dict[str, ReplayRecord] = {}
         async for record in read_to_end(self.consumer, partitions, stall_s=self.timeout_s):
             entry = decode_replay_record(record.value, record.timestamp)
@@ -169,7 +145,7 @@ class DeadLetterReader:
         """Every letter of the topic, one per ``(event_id, replays)``, in topic order."""
         topic = dlq_topic(self.settings.topic_prefix)
         ledger = await self.ledger()
-        partitions = await topic_partitions(self.consumer, topic, self.timeout_s)
+        partitions = await kafka.topic_partitions(self.settings, topic, timeout_s=self.timeout_s)
         decoded: list[tuple[DeadLetter, int, int]] = []
         undecodable = 0
         async for record in read_to_end(self.consumer, partitions, stall_s=self.timeout_s):
@@ -205,7 +181,7 @@ class DeadLetterReader:
         """
         if not wanted:
             return {}
-        partitions = await topic_partitions(self.consumer, topic, self.timeout_s)
+        partitions = await kafka.topic_partitions(self.settings, topic, timeout_s=self.timeout_s)
         found: dict[tuple[str, int], tuple[int, int]] = {}
         async for record in read_to_end(self.consumer, partitions, start_ms=since_ms,
                                         stall_s=self.timeout_s):

@@ -11,6 +11,10 @@ class BrokerUnavailable(StreamsError):
     """Kafka cannot be reached, or refused a request we cannot do without."""
 
 
+class TopicMissing(BrokerUnavailable):
+    """A topic we need does not exist (no worker has declared it yet)."""
+
+
 class DeliveryFailed(StreamsError):
     """A record was not acknowledged by Kafka after the producer's retries."""
 

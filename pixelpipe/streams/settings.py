@@ -128,6 +128,7 @@ class Settings:
             raise ConfigError(f"{ENV_WORKERS} must be at least 1")
         if self.upload_partitions < 1:
             raise ConfigError(f"{ENV_UPLOAD_PARTITIONS} must be at least 1")
+        bootstrap_from_url(self.broker)  # a bad URL fails here, in one line, not in aiokafka
 
     @property
     def uploads_group(self) -> str:
@@ -136,6 +137,11 @@ class Settings:
         Not the faust app's own group (``app_id``): faust's consumer no longer reads uploads,
         and a group cannot mix faust's assignor with aiokafka's (issue 9)."""
         return f"{self.app_id}.uploads"
+
+    @property
+    def retry_group(self) -> str:
+        """The consumer group of the retry scheduler (every tier topic)."""
+        return f"{self.app_id}.retry"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -213,10 +219,26 @@ def bootstrap_from_url(url: str) -> str:
             scheme, _, part = part.partition("://")
             if scheme not in ("kafka", "aiokafka"):
                 raise ConfigError(f"unsupported broker URL scheme {scheme!r} in {url!r}")
-        servers.append(part.rstrip("/"))
+        address = part.rstrip("/")
+        _check_address(address, url)
+        servers.append(address)
     if not servers:
         raise ConfigError(f"no broker address in {url!r}")
     return ",".join(servers)
+
+
+def _check_address(address: str, url: str) -> None:
+    """``host[:port]`` (``[v6]:port`` too), or a ``ConfigError`` naming the URL: aiokafka would
+    fail later with a bare ``ValueError`` from ``int()``."""
+    hint = f"in broker URL {url!r} (--broker or {ENV_KAFKA}; e.g. {DEFAULT_BROKER})"
+    if address.endswith("]") or ":" not in address:
+        host, port = address, ""
+    else:
+        host, _, port = address.rpartition(":")
+    if not host.strip("[]"):
+        raise ConfigError(f"no host in {address!r} {hint}")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"port {port!r} of {address!r} is not a port number {hint}")
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -1,0 +1,162 @@
+"""UploadFeed without a broker: a fake consumer, a fake channel, a fake clock.
+
+What must hold: a commit never passes a record whose outcome is not settled; a revoke waits
+for the revoked partitions' work, commits it, and lets the rest go; a head that never settles
+is re-read instead of stalling the commit forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from pixelpipe.agents.uploads_feed import Handoff, UploadFeed
+from pixelpipe.streams.settings import Settings
+
+TOPIC = "pixelpipe.uploads"
+TP0, TP1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes = b"{}"
+
+
+class FakeConsumer:
+    def __init__(self, batches: list[dict[TopicPartition, list[Record]]]) -> None:
+        self.batches = batches
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.seeks: list[tuple[TopicPartition, int]] = []
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
+        await asyncio.sleep(0)
+        return self.batches.pop(0) if self.batches else {}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+class FakeChannel:
+    has_reader = True
+
+    def __init__(self) -> None:
+        self.handed: list[Handoff] = []
+
+    async def put(self, value: Handoff) -> None:
+        self.handed.append(value)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def records(tp: TopicPartition, *offsets: int) -> list[Record]:
+    return [Record(tp.topic, tp.partition, o) for o in offsets]
+
+
+def make_feed(batches: list[dict[TopicPartition, list[Record]]], *, inflight: int = 10,
+              clock: Clock | None = None) -> tuple[UploadFeed, FakeConsumer, FakeChannel]:
+    channel = FakeChannel()
+    feed = UploadFeed(Settings(), channel, max_inflight=inflight,  # type: ignore[arg-type]
+                      finish_within_s=300, clock=clock or Clock())
+    consumer = FakeConsumer(batches)
+    feed.consumer = consumer  # type: ignore[assignment]
+    return feed, consumer, channel
+
+
+def settle(feed: UploadFeed, handoff: Handoff) -> None:
+    assert feed.begin(handoff)
+    feed.settled(handoff)
+
+
+async def test_commit_waits_for_the_oldest_unsettled_record_of_each_partition() -> None:
+    feed, consumer, channel = make_feed([{TP0: records(TP0, 0, 1, 2), TP1: records(TP1, 5)}])
+    feed.on_assigned({TP0, TP1})
+    await feed._step(consumer)  # type: ignore[arg-type]
+    by_offset = {(h.record.partition, h.record.offset): h for h in channel.handed}
+    assert len(by_offset) == 4
+    settle(feed, by_offset[(0, 2)])
+    settle(feed, by_offset[(0, 1)])
+    settle(feed, by_offset[(1, 5)])
+    await feed.commit()
+    assert consumer.commits == [{TP1: 6}]  # partition 0's head (offset 0) is still running
+    settle(feed, by_offset[(0, 0)])
+    await feed.commit()
+    assert consumer.commits[-1] == {TP0: 3}
+
+
+async def test_the_feed_hands_out_no_more_than_max_inflight() -> None:
+    feed, consumer, channel = make_feed([{TP0: records(TP0, 0, 1)}, {TP0: records(TP0, 2)}],
+                                        inflight=2)
+    feed.on_assigned({TP0})
+    await feed._step(consumer)  # type: ignore[arg-type]
+    await feed._step(consumer)  # full: waits (1 s at most) instead of fetching
+    assert [h.record.offset for h in channel.handed] == [0, 1]
+    assert len(consumer.batches) == 1
+
+
+async def test_revoke_waits_for_work_in_flight_commits_it_and_drops_the_rest() -> None:
+    feed, consumer, channel = make_feed([{TP0: records(TP0, 0, 1)}])
+    feed.on_assigned({TP0})
+    await feed._step(consumer)  # type: ignore[arg-type]
+    first, second = channel.handed
+    assert feed.begin(first) and feed.begin(second)
+
+    async def finish_first_soon() -> None:
+        await asyncio.sleep(0.05)
+        feed.settled(first)
+
+    finisher = asyncio.create_task(finish_first_soon())
+    revoke = asyncio.create_task(feed.on_revoked({TP0}))
+    await finisher
+    await asyncio.sleep(0.2)
+    # the second never finishes: the drain is bounded by REVOKE_DRAIN_S on the (fake) clock
+    feed.clock.now += 1000  # type: ignore[attr-defined]
+    await asyncio.wait_for(revoke, timeout=2)
+    assert consumer.commits == [{TP0: 1}]  # the settled one, not the one still running
+    feed.settled(second)  # finishing after the revoke settles nothing
+    await feed.commit()
+    assert consumer.commits == [{TP0: 1}]
+    assert not feed.begin(second)
+
+
+async def test_a_hand_off_that_never_starts_is_a_hole_and_the_partition_is_reread() -> None:
+    clock = Clock()
+    feed, consumer, channel = make_feed([{TP0: records(TP0, 7, 8)}], clock=clock)
+    feed.on_assigned({TP0})
+    await feed._step(consumer)  # type: ignore[arg-type]
+    lost, later = channel.handed
+    settle(feed, later)
+    clock.now = 61  # past START_WITHIN_S: offset 7 never reached the agent
+    feed._recover_holes()
+    assert consumer.seeks == [(TP0, 7)]
+    await feed.commit()
+    assert consumer.commits == []  # never past 7
+    assert not feed.begin(lost)  # the old hand-off is stale; the re-read brings a new one
+
+
+async def test_records_of_a_partition_not_owned_are_not_handed_out() -> None:
+    feed, consumer, channel = make_feed([{TP1: records(TP1, 0)}])
+    feed.on_assigned({TP0})
+    await feed._step(consumer)  # type: ignore[arg-type]
+    assert channel.handed == []
+
+
+def test_status_names_the_group_and_assignment() -> None:
+    feed, _consumer, _channel = make_feed([])
+    feed.on_assigned({TP1, TP0})
+    status: dict[str, Any] = feed.status()
+    assert status == {"group": "pixelpipe.uploads", "assigned": [0, 1], "in_flight": 0}
