@@ -20,9 +20,21 @@ first, with ``raise ... from exc``.
     │   ├── WorkerCrashed               worker_crashed      pool process died (OOM, signal)
     │   └── StorageUnavailable          storage_unavailable I/O error writing outputs
     ├── BreakerOpen                     breaker_open        deferred; does not spend an attempt
-    └── Final                           routing verdicts, never raised by processors
-        ├── RetriesExhausted            retries_exhausted
-        └── DeadlineExceeded            deadline_exceeded
+    ├── Terminal                        routing verdicts, never raised by processors
+    │   ├── RetriesExhausted            retries_exhausted
+    │   └── DeadlineExceeded            deadline_exceeded
+    └── OperationalError                stops a command or a worker, never an event's outcome:
+        │                               the CLI prints it on one line and exits 1
+        ├── ConfigError                 config_error        a setting we cannot use
+        ├── BrokerUnavailable           broker_unavailable  Kafka unreachable or refusing
+        │   └── TopicMissing            topic_missing       a topic no worker declared yet
+        ├── DeliveryFailed              delivery_failed     a record Kafka did not acknowledge
+        ├── OutcomeTimeout              outcome_timeout     no outcome within the wait asked for
+        ├── DeadLetterNotFound          dead_letter_not_found
+        └── ReplayRefused               replay_refused      a replay that would fail the same way
+
+Only the event errors (every class above ``OperationalError``) travel on the wire:
+``ERROR_CLASSES`` and ``error_for_code`` know just those.
 """
 
 from __future__ import annotations
@@ -33,21 +45,29 @@ __all__ = [
     "ERROR_CLASSES",
     "INPUT_ERROR_CODES",
     "BreakerOpen",
+    "BrokerUnavailable",
     "ChecksumMismatch",
+    "ConfigError",
     "CorruptImage",
+    "DeadLetterNotFound",
     "DeadlineExceeded",
-    "Final",
+    "DeliveryFailed",
     "ForbiddenSource",
     "ImageTooLarge",
     "InputError",
     "InternalError",
     "InvalidOperation",
     "MalformedEvent",
+    "OperationalError",
+    "OutcomeTimeout",
     "PixelpipeError",
     "ProcessingTimeout",
+    "ReplayRefused",
     "RetriesExhausted",
     "SourceMissing",
     "StorageUnavailable",
+    "Terminal",
+    "TopicMissing",
     "TransientError",
     "UnsupportedFormat",
     "WorkerCrashed",
@@ -151,18 +171,66 @@ class BreakerOpen(PixelpipeError):
     retryable = True
 
 
-class Final(PixelpipeError):
+class Terminal(PixelpipeError):
     """A routing verdict: the event is dead-lettered with this code."""
 
     retryable = False
 
 
-class RetriesExhausted(Final):
+class RetriesExhausted(Terminal):
     code = "retries_exhausted"
 
 
-class DeadlineExceeded(Final):
+class DeadlineExceeded(Terminal):
     code = "deadline_exceeded"
+
+
+class OperationalError(PixelpipeError):
+    """Stops a command or a worker; never an event's outcome (not in ``ERROR_CLASSES``)."""
+
+    code = "operational_error"
+
+
+class ConfigError(OperationalError, ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+    code = "config_error"
+
+
+class BrokerUnavailable(OperationalError):
+    """Kafka cannot be reached, or refused a request we cannot do without."""
+
+    code = "broker_unavailable"
+
+
+class TopicMissing(BrokerUnavailable):
+    """A topic we need does not exist (no worker has declared it yet)."""
+
+    code = "topic_missing"
+
+
+class DeliveryFailed(OperationalError):
+    """A record was not acknowledged by Kafka after the producer's retries."""
+
+    code = "delivery_failed"
+
+
+class OutcomeTimeout(OperationalError):
+    """An event's outcome did not appear within the time we were asked to wait."""
+
+    code = "outcome_timeout"
+
+
+class DeadLetterNotFound(OperationalError):
+    """No dead letter has the event id asked for."""
+
+    code = "dead_letter_not_found"
+
+
+class ReplayRefused(OperationalError):
+    """A replay was asked for that would fail the same way (or is not allowed)."""
+
+    code = "replay_refused"
 
 
 ERROR_CLASSES: dict[str, type[PixelpipeError]] = {

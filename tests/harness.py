@@ -65,7 +65,7 @@ class PipelineEnv:
         return env
 
     def settings(self, **overrides: Any) -> Any:
-        from pixelpipe.streams.settings import Settings
+        from pixelpipe.config import Settings
 
         return Settings.from_env(self.env(), **overrides)
 

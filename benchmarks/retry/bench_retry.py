@@ -63,9 +63,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from harness import PipelineEnv, WorkerProcess, consume_all  # noqa: E402
 
+from pixelpipe.config import parse_tiers  # noqa: E402
 from pixelpipe.schemas import DeadLetter, decode_retry, parse_time  # noqa: E402
-from pixelpipe.streams.client import Outcome, Publisher  # noqa: E402
-from pixelpipe.streams.settings import parse_tiers  # noqa: E402
+from pixelpipe.streams.client import FinalOutcome, Publisher  # noqa: E402
 from pixelpipe.streams.topics import retry_topic  # noqa: E402
 
 PHOTOS = REPO.parent / "shared" / "data" / "photos"
@@ -114,7 +114,7 @@ def probe_png() -> bytes:
 
 
 async def drive(env: PipelineEnv, tiers: str, probes: int, rate: float, backlog: int,
-                warmup: float) -> tuple[dict[str, Outcome], float, int]:
+                warmup: float) -> tuple[dict[str, FinalOutcome], float, int]:
     """Publish the probes (and the load); return their outcomes, the window, photos done."""
     photos = [(p.read_bytes(), p.stem) for p in sorted(PHOTOS.glob("*.jpg"))]
     if backlog and not photos:
@@ -160,7 +160,7 @@ async def drive(env: PipelineEnv, tiers: str, probes: int, rate: float, backlog:
     return outcomes, ended - began, sum(began <= t <= ended for t in done_at)
 
 
-def analyse(condition: str, records: list[Any], outcomes: dict[str, Outcome], log: str,
+def analyse(condition: str, records: list[Any], outcomes: dict[str, FinalOutcome], log: str,
             seconds: float, heavy_done: int) -> Result:
     envelopes: dict[tuple[str, int], tuple[Any, Any]] = {}  # (event, failed attempts) -> record
     attempt_at: dict[tuple[str, int], str] = {}  # (event, attempt index) -> when it ended

@@ -3,7 +3,7 @@
 It consumes ``pixelpipe.outcomes`` (one partition, keyed by processor; operator commands
 travel on the same topic so they are ordered with the outcomes), keeps each processor's
 ``Breaker`` in a faust table (changelog-backed: a restarted owner resumes the same state and
-window), runs the state machine of ``pixelpipe.streams.breaker``, and publishes each state
+window), runs the state machine of ``pixelpipe.policy.breaker``, and publishes each state
 change, and the current rates at most every 2 s per processor, to the compacted
 ``pixelpipe.breaker`` topic that every worker follows. A state change is logged once, with
 the numbers that caused it, and its record's delivery is awaited.
@@ -21,8 +21,10 @@ from typing import Any
 import faust
 import orjson
 
-from pixelpipe.streams.app import PipelineTopics
-from pixelpipe.streams.breaker import (
+from pixelpipe.agents import metrics
+from pixelpipe.agents.app import PipelineTopics
+from pixelpipe.config import Settings
+from pixelpipe.policy.breaker import (
     COMMAND_SCHEMA,
     COMMANDS,
     OUTCOME_SCHEMA,
@@ -34,7 +36,6 @@ from pixelpipe.streams.breaker import (
     record,
     status_record,
 )
-from pixelpipe.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def register_breaker_agent(app: faust.App, settings: Settings, topics: PipelineT
                 processor = str(message["processor"])
                 schema = message.get("schema")
             except (orjson.JSONDecodeError, KeyError, TypeError):
+                metrics.RECORDS_UNDECODABLE.labels("outcomes").inc()
                 log.warning("breaker agent: ignoring an undecodable message")
                 continue
             key = processor.encode()

@@ -12,16 +12,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pixelpipe.agents import metrics
-from pixelpipe.agents.pipeline import Failed, Outcome, Processed
-from pixelpipe.agents.routing import DeadRoute, RetryPolicy, RetryRoute, route_failure
+from pixelpipe.agents.app import PipelineTopics
+from pixelpipe.agents.upload_processor import AttemptResult, Failed, Processed
+from pixelpipe.policy.routing import DeadRoute, RetryPolicy, RetryRoute, route_failure
 from pixelpipe.schemas import Origin, RetryEnvelope, encode
-from pixelpipe.streams import headers as h
-from pixelpipe.streams.app import PipelineTopics
+from pixelpipe.schemas import headers as h
 
 log = logging.getLogger(__name__)
 
 
-class OutcomeRouter:
+class AttemptRouter:
     """Sends each outcome where it belongs and waits for the broker's acknowledgement."""
 
     def __init__(self, topics: PipelineTopics, policy: RetryPolicy) -> None:
@@ -29,7 +29,7 @@ class OutcomeRouter:
         self.policy = policy
 
     async def deliver(
-        self, outcome: Outcome, origin: Origin, *, tier: str, history: RetryEnvelope | None
+        self, outcome: AttemptResult, origin: Origin, *, tier: str, history: RetryEnvelope | None
     ) -> str:
         """Route ``outcome``; return where it went (``processed``, a tier name, ``dlq``)."""
         if isinstance(outcome, Processed):

@@ -19,8 +19,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from pixelpipe.errors import ERROR_CLASSES, PixelpipeError, error_for_code
-from pixelpipe.streams.settings import ConfigError, parse_duration
+from pixelpipe.config import parse_duration
+from pixelpipe.errors import ERROR_CLASSES, ConfigError, PixelpipeError, error_for_code
 
 log = logging.getLogger(__name__)
 

@@ -61,6 +61,14 @@ COMMIT_FAILURES = Counter(
     registry=REGISTRY,
 )
 
+RECORDS_UNDECODABLE = Counter(
+    "pixelpipe_records_undecodable_total",
+    "Records on our internal topics (outcomes, breaker) that were not ours or not decodable, "
+    "skipped after a warning.",
+    ["topic"],
+    registry=REGISTRY,
+)
+
 
 def exposition() -> bytes:
     return generate_latest(REGISTRY)

@@ -24,10 +24,10 @@ from typing import Any
 
 import faust
 
-from pixelpipe.agents.delivery import OutcomeRouter
-from pixelpipe.agents.pipeline import UploadProcessor
-from pixelpipe.agents.routing import MAIN_TIER
+from pixelpipe.agents.delivery import AttemptRouter
+from pixelpipe.agents.upload_processor import UploadProcessor
 from pixelpipe.agents.uploads_feed import Handoff, HandoffChannel, UploadFeed
+from pixelpipe.policy.routing import MAIN_TIER
 from pixelpipe.schemas import Origin
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def register_process_agent(
     app: faust.App, channel: HandoffChannel, feed: UploadFeed, processor: UploadProcessor,
-    router: OutcomeRouter,
+    router: AttemptRouter,
 ) -> Any:
     """Attach the process agent to ``app``, reading hand-offs from ``channel``; return it."""
 

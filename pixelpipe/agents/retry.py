@@ -35,13 +35,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from pixelpipe.agents import metrics
-from pixelpipe.agents.delivery import OutcomeRouter
-from pixelpipe.agents.pipeline import Failed, UploadProcessor
+from pixelpipe.agents.delivery import AttemptRouter
+from pixelpipe.agents.upload_processor import Failed, UploadProcessor
+from pixelpipe.config import Settings
 from pixelpipe.errors import MalformedEvent
+from pixelpipe.policy.ordering import InOrderAcks
 from pixelpipe.schemas import Origin, RetryEnvelope, decode_retry, original_of, parse_time
 from pixelpipe.streams import kafka
-from pixelpipe.streams.ordering import InOrderAcks
-from pixelpipe.streams.settings import Settings
 from pixelpipe.streams.topics import retry_topic
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class RetryScheduler:
 
     def __init__(
         self, app: faust.App, settings: Settings, processor: UploadProcessor,
-        router: OutcomeRouter,
+        router: AttemptRouter,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -184,9 +184,8 @@ class RetryScheduler:
         await self._commit_ready(tp, record)
 
     async def _commit_ready(self, tp: TopicPartition, record: Any) -> None:
-        try:
-            ready = self._acks.complete(tp, record)
-        except KeyError:
+        ready = self._acks.complete(tp, record)
+        if ready is None:
             return  # the partition was revoked meanwhile: the new owner redoes it (idempotent)
         if not ready or self._consumer is None:
             return
@@ -206,7 +205,7 @@ def _due_of(record: Any) -> tuple[RetryEnvelope | None, float]:
 
 
 def register_retry_scheduler(
-    app: faust.App, settings: Settings, processor: UploadProcessor, router: OutcomeRouter
+    app: faust.App, settings: Settings, processor: UploadProcessor, router: AttemptRouter
 ) -> RetryScheduler:
     scheduler = RetryScheduler(app, settings, processor, router)
 

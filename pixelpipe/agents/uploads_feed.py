@@ -37,9 +37,9 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from pixelpipe.agents import metrics
+from pixelpipe.config import Settings
+from pixelpipe.policy.ordering import OffsetLedger, Ticket
 from pixelpipe.streams import kafka
-from pixelpipe.streams.ordering import OffsetLedger, Ticket
-from pixelpipe.streams.settings import Settings
 from pixelpipe.streams.topics import uploads_topic
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import faust
 from pixelpipe.agents import metrics
 from pixelpipe.agents.retry import RetryScheduler
 from pixelpipe.agents.uploads_feed import UploadFeed
+from pixelpipe.config import Settings
 from pixelpipe.streams.breaker_view import BreakerView
-from pixelpipe.streams.settings import Settings
 
 _STARTED = time.time()
 
@@ -41,7 +41,7 @@ def register_web_views(
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
         for processor in breakers.records if breakers else ():
-            refusing = breakers.decide_peek(processor) if breakers else False
+            refusing = breakers.is_refusing(processor) if breakers else False
             metrics.BREAKER_OPEN.labels(processor).set(1 if refusing else 0)
         return web.text(metrics.exposition().decode(), content_type="text/plain")
 

@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 import faust
 
+from pixelpipe.agents import metrics
+from pixelpipe.agents.app import PipelineTopics, create_app, faust_topics
 from pixelpipe.agents.breaker import register_breaker_agent
-from pixelpipe.agents.delivery import OutcomeRouter
+from pixelpipe.agents.delivery import AttemptRouter
 from pixelpipe.agents.faults import FaultInjector
-from pixelpipe.agents.outcomes import OutcomeReporter
-from pixelpipe.agents.pipeline import UploadProcessor
 from pixelpipe.agents.process import register_process_agent
 from pixelpipe.agents.retry import register_retry_scheduler
-from pixelpipe.agents.routing import RetryPolicy
+from pixelpipe.agents.telemetry import TelemetryReporter
+from pixelpipe.agents.upload_processor import UploadProcessor
 from pixelpipe.agents.uploads_feed import register_upload_feed
 from pixelpipe.agents.web import register_web_views
-from pixelpipe.imaging import ImagePool, Limits
+from pixelpipe.config import Settings
+from pixelpipe.imaging import DEFAULT_LIMITS, ImagePool, Limits
+from pixelpipe.policy.routing import RetryPolicy
+from pixelpipe.storage.local import LocalBlobStore
 from pixelpipe.streams.admin import declare_pipeline_topics
-from pixelpipe.streams.app import PipelineTopics, create_app, pipeline_topics
-from pixelpipe.streams.blobstore import LocalBlobStore
 from pixelpipe.streams.breaker_view import BreakerView
-from pixelpipe.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,13 @@ class WorkerParts:
 
 
 def limits_of(settings: Settings) -> Limits:
-    return Limits(
-        max_pixels=settings.max_pixels, max_side=settings.max_side, max_bytes=settings.max_bytes
+    """The configured decode limits; unset ones are the engine's defaults."""
+    return dataclasses.replace(
+        DEFAULT_LIMITS,
+        **{name: value for name, value in (("max_pixels", settings.max_pixels),
+                                           ("max_side", settings.max_side),
+                                           ("max_bytes", settings.max_bytes))
+           if value is not None},
     )
 
 
@@ -53,21 +60,23 @@ def policy_of(settings: Settings) -> RetryPolicy:
 def build_worker(settings: Settings) -> WorkerParts:
     """The app with every agent and view attached; nothing is started yet."""
     app = create_app(settings)
-    topics = pipeline_topics(app, settings)
+    topics = faust_topics(app, settings)
     pool = ImagePool(
         workers=settings.workers,
         task_timeout_s=settings.task_timeout_s,
         memory_limit_mb=settings.worker_memory_mb or None,
+        limits=limits_of(settings),
     )
     faults = FaultInjector.parse(settings.faults)
-    breakers = BreakerView(settings)
+    breakers = BreakerView(settings, on_failure=app.crash,
+                           on_undecodable=metrics.RECORDS_UNDECODABLE.labels("breaker").inc)
     processor = UploadProcessor(
         LocalBlobStore(settings.data_dir), pool, limits_of(settings), faults,
         breakers=breakers,
-        reporter=OutcomeReporter(topics.outcomes, settings.breaker_slow_call_s),
+        reporter=TelemetryReporter(topics.outcomes, settings.breaker_slow_call_s),
     )
     register_breaker_agent(app, settings, topics)
-    router = OutcomeRouter(topics, policy_of(settings))
+    router = AttemptRouter(topics, policy_of(settings))
     # Longest an upload may legitimately take once started: every rendition up to the pool's
     # timeout, plus the delivery timeout. Past it the feed treats the head as a hole.
     finish_within_s = settings.task_timeout_s * 4 + 60

@@ -20,16 +20,23 @@ from typing import Any
 
 import orjson
 
+from pixelpipe.config import (
+    ENV_DEMO_PHOTOS,
+    ENV_INFRA_DIR,
+    ENV_RETRY_TIERS,
+    Settings,
+    parse_tiers,
+    path_from_env,
+)
 from pixelpipe.demo.samples import Sample, make_samples
+from pixelpipe.errors import BrokerUnavailable
 from pixelpipe.schemas import to_dict, utc_now_iso
 from pixelpipe.streams.admin import declare_pipeline_topics
-from pixelpipe.streams.client import Outcome, Publisher
-from pixelpipe.streams.errors import BrokerUnavailable
-from pixelpipe.streams.settings import ENV_RETRY_TIERS, Settings, parse_tiers
+from pixelpipe.streams.client import FinalOutcome, Publisher
 from pixelpipe.streams.topics import uploads_topic
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-KAFKA_SH = REPO_ROOT / "infra" / "kafka.sh"
+#: the checkout this module runs from, if it runs from one (not from an installed wheel)
+CHECKOUT = Path(__file__).resolve().parents[2]
 DEMO_TIERS = "1s,2s"
 DEMO_RENDITIONS: list[dict[str, Any]] = [
     {"name": "thumbnail", "preset": "thumbnail"},
@@ -50,20 +57,50 @@ async def _broker_answers(settings: Settings) -> bool:
     return True
 
 
-def _start_local_broker(settings: Settings) -> bool:
-    if not KAFKA_SH.exists():
+def _is_checkout(root: Path) -> bool:
+    return (root / "pyproject.toml").is_file() and (root / "pixelpipe").is_dir()
+
+
+def find_kafka_sh(checkout: Path | None = None) -> Path | None:
+    """``infra/kafka.sh``: from ``PIXELPIPE_INFRA_DIR``, else from the checkout we run in.
+    None when pixelpipe runs from an installed package with neither."""
+    checkout = CHECKOUT if checkout is None else checkout
+    candidates = [path_from_env(ENV_INFRA_DIR)]
+    if _is_checkout(checkout):
+        candidates.append(checkout / "infra")
+    for folder in candidates:
+        if folder is not None and (folder / "kafka.sh").is_file():
+            return folder / "kafka.sh"
+    return None
+
+
+def find_photos(given: Path | None, checkout: Path | None = None) -> Path | None:
+    """Real photographs to add to the samples: ``--photos``, ``PIXELPIPE_DEMO_PHOTOS``, or
+    ``../shared/data/photos`` beside a checkout; None (generated samples only) otherwise."""
+    checkout = CHECKOUT if checkout is None else checkout
+    candidates = [given, path_from_env(ENV_DEMO_PHOTOS)]
+    if _is_checkout(checkout):
+        candidates.append(checkout.parent / "shared" / "data" / "photos")
+    return next((c for c in candidates if c is not None and c.is_dir()), None)
+
+
+def _start_local_broker(settings: Settings) -> Path:
+    kafka_sh = find_kafka_sh()
+    if kafka_sh is None:
         raise BrokerUnavailable(
-            f"no broker at {settings.bootstrap_servers} and no infra/kafka.sh to start one"
+            f"no broker answers at {settings.bootstrap_servers}, and there is no infra/kafka.sh "
+            f"to start one: start a broker and point PIXELPIPE_KAFKA at it, or set "
+            f"{ENV_INFRA_DIR} to the infra/ folder of a pixelpipe checkout"
         )
     host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
     if host not in ("127.0.0.1", "localhost"):
         raise BrokerUnavailable(f"no broker answers at {settings.bootstrap_servers}")
     _say(f"no broker at {settings.bootstrap_servers}: starting infra/kafka.sh up (port {port})")
     env = dict(os.environ, KAFKA_PORT=port)
-    result = subprocess.run([str(KAFKA_SH), "up"], env=env, check=False)
+    result = subprocess.run([str(kafka_sh), "up"], env=env, check=False)
     if result.returncode != 0:
-        raise BrokerUnavailable("infra/kafka.sh up failed; see infra/kafka.sh logs")
-    return True
+        raise BrokerUnavailable(f"{kafka_sh} up failed; see {kafka_sh} logs")
+    return kafka_sh
 
 
 def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
@@ -134,7 +171,7 @@ async def _run(settings: Settings, samples: list[Sample]) -> list[dict[str, Any]
             pending.append((label, "hostile event", expect, event_id))
         _say(f"published {len(pending)} events; waiting for their outcomes")
         for label, what, expect, event_id in pending:
-            outcome: Outcome = await publisher.wait_for(event_id, timeout=300)
+            outcome: FinalOutcome = await publisher.wait_for(event_id, timeout=300)
             body = to_dict(outcome.event)
             got = "processed" if outcome.status == "processed" else body["error"]["code"]
             rows.append({"input": label, "what": what, "expected": expect, "got": got,
@@ -174,13 +211,12 @@ def run_demo(settings: Settings, *, keep_running: bool = False, photos: Path | N
         settings = settings.with_(retry_tiers=parse_tiers(DEMO_TIERS))
         _say(f"retry tiers for the demo: {DEMO_TIERS} (set {ENV_RETRY_TIERS} to change)")
     workdir = Path(".pixelpipe/demo")
-    started_broker = False
+    started_broker: Path | None = None
     if not asyncio.run(_broker_answers(settings)):
         started_broker = _start_local_broker(settings)
         if not asyncio.run(_broker_answers(settings)):
             raise BrokerUnavailable(f"the broker at {settings.bootstrap_servers} does not answer")
-    photos = photos or REPO_ROOT.parent / "shared" / "data" / "photos"
-    samples = make_samples(workdir / "samples", photos if photos.is_dir() else None)
+    samples = make_samples(workdir / "samples", find_photos(photos))
     _say(f"{len(samples)} sample files in {workdir / 'samples'}; starting a worker "
          f"(log: {workdir / 'worker.log'})")
     worker = _start_worker(settings, workdir / "worker.log")
@@ -189,9 +225,9 @@ def run_demo(settings: Settings, *, keep_running: bool = False, photos: Path | N
         rows = asyncio.run(_run(settings, samples))
     finally:
         _stop(worker)
-        if started_broker and not keep_running:
+        if started_broker is not None and not keep_running:
             _say("stopping the broker this demo started (infra/kafka.sh down)")
-            subprocess.run([str(KAFKA_SH), "down"], check=False,
+            subprocess.run([str(started_broker), "down"], check=False,
                            env=dict(os.environ, KAFKA_PORT=settings.bootstrap_servers.rpartition(":")[2]))
     elapsed = time.monotonic() - began
     _print_table(rows)

@@ -13,14 +13,32 @@ from __future__ import annotations
 
 import os
 
-from pixelpipe.imaging.limits import DEFAULT_LIMITS
+from pixelpipe.imaging.limits import DEFAULT_LIMITS, Limits
 
-# A decoder hard ceiling a little above the default policy: the policy itself is enforced
-# from headers, this only stops a header/decoder disagreement from allocating gigabytes.
+
+def ceiling_env(limits: Limits) -> dict[str, str]:
+    """OpenCV's decoder hard ceiling for ``limits``: a little above the policy, which itself is
+    enforced from headers; this only stops a header/decoder disagreement from allocating
+    gigabytes. The pool puts it in the environment its (spawned) children start with, so a
+    raised ``PIXELPIPE_MAX_PIXELS`` raises OpenCV's ceiling too."""
+    return {
+        "OPENCV_IO_MAX_IMAGE_PIXELS": str(limits.max_pixels + 1),
+        "OPENCV_IO_MAX_IMAGE_WIDTH": str(limits.max_side),
+        "OPENCV_IO_MAX_IMAGE_HEIGHT": str(limits.max_side),
+    }
+
+
+def raise_ceiling(limits: Limits) -> None:
+    """Make sure processes started from now on let ``limits`` through OpenCV's ceiling
+    (never lowers a ceiling an operator or an earlier call set higher)."""
+    for key, value in ceiling_env(limits).items():
+        current = os.environ.get(key, "")
+        if not current.isdigit() or int(current) < int(value):
+            os.environ[key] = value
+
+
 _CV_ENV = {
-    "OPENCV_IO_MAX_IMAGE_PIXELS": str(DEFAULT_LIMITS.max_pixels + 1),
-    "OPENCV_IO_MAX_IMAGE_WIDTH": str(DEFAULT_LIMITS.max_side),
-    "OPENCV_IO_MAX_IMAGE_HEIGHT": str(DEFAULT_LIMITS.max_side),
+    **ceiling_env(DEFAULT_LIMITS),
     # no OpenEXR / JPEG 2000 via Jasper: we never allow them, keep their parsers shut
     "OPENCV_IO_ENABLE_OPENEXR": "0",
     "OPENCV_IO_ENABLE_JASPER": "0",
@@ -42,7 +60,7 @@ import cv2  # noqa: E402  (must follow the environment set-up above)
 # in case cv2 was imported before us (then the env above came too late for the log level)
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
 
-__all__ = ["cv2", "single_thread"]
+__all__ = ["ceiling_env", "cv2", "raise_ceiling", "single_thread"]
 
 
 def single_thread() -> None:

@@ -36,6 +36,7 @@ from pixelpipe.errors import (
     ProcessingTimeout,
     WorkerCrashed,
 )
+from pixelpipe.imaging._cv import raise_ceiling
 from pixelpipe.imaging.engine import RenderResult
 from pixelpipe.imaging.limits import DEFAULT_LIMITS, Limits
 from pixelpipe.imaging.spec import Operation
@@ -98,9 +99,13 @@ class ImagePool:
         task_timeout_s: float = 60,
         max_tasks_per_child: int = 200,
         memory_limit_mb: int | None = 2048,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        """``limits``: the largest limits tasks will be given; OpenCV's own decoder ceiling in
+        the children is raised to let them through (it is read once, at ``import cv2``)."""
         if task_timeout_s <= 0:
             raise ValueError("task_timeout_s must be positive")
+        raise_ceiling(limits)
         self.workers = workers or _default_workers()
         self.task_timeout_s = task_timeout_s
         self._pool = pebble.ProcessPool(

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
 
+from pixelpipe.config import Settings
+from pixelpipe.errors import BrokerUnavailable
 from pixelpipe.streams import kafka
-from pixelpipe.streams.errors import BrokerUnavailable
-from pixelpipe.streams.settings import Settings
-from pixelpipe.streams.topics import TopicSpec, pipeline_topics
+from pixelpipe.streams.topics import TopicSpec, pipeline_topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ async def declare_pipeline_topics(settings: Settings, *, timeout_s: float = 30.0
     """Create the topics of the upload path that are missing, shaped by ``settings``."""
     return await ensure_topics(
         settings,
-        pipeline_topics(
+        pipeline_topic_specs(
             settings.topic_prefix,
             settings.upload_partitions,
             tuple(name for name, _ in settings.retry_tiers),

@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
+from pixelpipe.config import Settings
+from pixelpipe.policy.breaker import COMMAND_SCHEMA, COMMANDS, Command
 from pixelpipe.schemas import utc_now_iso
-from pixelpipe.streams.breaker import COMMAND_SCHEMA, COMMANDS, Command
 from pixelpipe.streams.breaker_view import effective, read_breakers
 from pixelpipe.streams.client import Publisher
-from pixelpipe.streams.settings import Settings
 from pixelpipe.streams.topics import outcomes_topic
 
 

@@ -16,15 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from pixelpipe.config import Settings
+from pixelpipe.errors import TopicMissing
+from pixelpipe.policy.breaker import BREAKER_SCHEMA
 from pixelpipe.streams import kafka
-from pixelpipe.streams.breaker import BREAKER_SCHEMA
-from pixelpipe.streams.errors import TopicMissing
-from pixelpipe.streams.settings import Settings
 from pixelpipe.streams.topics import breaker_topic
 
 log = logging.getLogger(__name__)
@@ -43,21 +44,40 @@ def effective(record: dict[str, Any], now: float) -> str:
 class BreakerView:
     """The latest breaker record per processor, as this worker knows it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings,
+        on_failure: Callable[[BaseException], Awaitable[None]] | None = None,
+        on_undecodable: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_failure``: called when following the topic fails for good (the worker passes
+        ``app.crash``: obeying a frozen breaker map silently would be worse than stopping).
+        ``on_undecodable``: called for each record skipped as unreadable (a metric)."""
         self.settings = settings
+        self.on_failure = on_failure
+        self.on_undecodable = on_undecodable
         self.records: dict[str, dict[str, Any]] = {}
+        #: records on the breaker topic that were not ours or not decodable (counted in /metrics)
+        self.undecodable = 0
         self._trials: dict[tuple[str, float], int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def apply(self, value: bytes | None) -> None:
+    def apply(self, value: bytes | None, key: bytes | None = None) -> None:
+        """Fold one breaker-topic record in. A tombstone (no value) removes its processor's
+        row, as compaction eventually will (``breaker reset`` of an unknown name sends one)."""
         if value is None:
+            if key is not None:
+                self.records.pop(key.decode(errors="replace"), None)
             return
         try:
             record = orjson.loads(value)
         except orjson.JSONDecodeError:
-            return
+            record = None
         if not isinstance(record, dict) or record.get("schema") != BREAKER_SCHEMA:
+            self.undecodable += 1
+            if self.on_undecodable is not None:
+                self.on_undecodable()
+            log.warning("breaker view: ignoring a record that is not %s", BREAKER_SCHEMA)
             return
         processor = str(record.get("processor"))
         previous = self.records.get(processor, {})
@@ -68,7 +88,7 @@ class BreakerView:
             log.info("breaker view: %s is now %s (since %.3f: %s)", processor,
                      record.get("state"), record.get("since") or 0.0, record.get("reason", ""))
 
-    def decide_peek(self, processor: str, now: float | None = None) -> bool:
+    def is_refusing(self, processor: str, now: float | None = None) -> bool:
         """Whether calls to ``processor`` are refused now (uses no half-open trial)."""
         record = self.records.get(processor)
         if record is None:
@@ -104,15 +124,25 @@ class BreakerView:
         while await consumer.position(tp) < end:
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 for record in records:
-                    self.apply(record.value)
+                    self.apply(record.value, record.key)
         self._consumer = consumer
         self._task = asyncio.create_task(self._follow(consumer))
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for record in records:
-                    self.apply(record.value)
+        try:
+            while True:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        self.apply(record.value, record.key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.critical("breaker view: following %s failed; this worker's breaker map would "
+                         "freeze: %r", breaker_topic(self.settings.topic_prefix), exc,
+                         exc_info=True)
+            if self.on_failure is None:
+                raise
+            await self.on_failure(exc)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from pixelpipe.streams.errors import BrokerUnavailable, TopicMissing
-from pixelpipe.streams.settings import Settings
+from pixelpipe.config import Settings
+from pixelpipe.errors import BrokerUnavailable, TopicMissing
 
 #: what a client's start (or a metadata call) raises when the broker cannot be reached
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (

@@ -56,7 +56,7 @@ class TopicSpec:
     retention_ms: int | None = None
 
 
-def pipeline_topics(
+def pipeline_topic_specs(
     prefix: str, upload_partitions: int, tiers: tuple[str, ...] = ()
 ) -> tuple[TopicSpec, ...]:
     """Every topic of the upload -> processed / retry / dead-letter path, with its shape."""

@@ -12,7 +12,7 @@ import pytest
 from harness import PipelineEnv, WorkerProcess, json_lines
 from images import mixed_images
 
-from pixelpipe.streams.client import Outcome, Publisher
+from pixelpipe.streams.client import FinalOutcome, Publisher
 
 pytestmark = [pytest.mark.broker]
 
@@ -31,7 +31,7 @@ PLAIN = {"name": "plain", "operations": ["resize:width=300,height=300,fit=inside
 
 async def publish_many(
     pipeline: PipelineEnv, jobs: list[tuple[Path, list[dict[str, Any]]]], timeout: float
-) -> list[Outcome]:
+) -> list[FinalOutcome]:
     async with Publisher(pipeline.settings()) as publisher:
         await publisher.watch_outcomes()
         uploads = [await publisher.publish_file(path, renditions) for path, renditions in jobs]
@@ -134,7 +134,7 @@ def test_operator_overrides_take_effect_on_every_worker_and_reset_restores(
                 assert time.monotonic() < deadline, worker.log()[-2000:]
                 time.sleep(0.1)
 
-        async def publish_then_reset() -> Outcome:
+        async def publish_then_reset() -> FinalOutcome:
             async with Publisher(pipeline.settings()) as publisher:
                 await publisher.watch_outcomes()
                 upload = await publisher.publish_file(image, [PLAIN])

@@ -22,6 +22,7 @@ import pytest
 from harness import PipelineEnv, consume_all, json_lines
 from images import mixed_images
 
+from pixelpipe.policy.replay_plan import plan_replay, replay_message
 from pixelpipe.schemas import (
     UPLOAD_SCHEMA,
     AttemptRecord,
@@ -36,11 +37,10 @@ from pixelpipe.schemas import (
     encode,
     utc_now_iso,
 )
-from pixelpipe.streams.blobstore import LocalBlobStore, sha256_bytes
+from pixelpipe.storage.local import LocalBlobStore, sha256_bytes
 from pixelpipe.streams.client import ProcessedConsumer, Publisher
-from pixelpipe.streams.dlq_plan import plan_replay, replay_message
-from pixelpipe.streams.dlq_reader import DeadLetterReader
-from pixelpipe.streams.dlq_replay import Replayer
+from pixelpipe.streams.deadletter_reader import DeadLetterReader
+from pixelpipe.streams.deadletter_replayer import Replayer
 from pixelpipe.streams.topics import dlq_replays_topic, dlq_topic, processed_topic, uploads_topic
 
 pytestmark = [pytest.mark.broker]

@@ -28,7 +28,7 @@ from pixelpipe.schemas import (
     parse_time,
     utc_now_iso,
 )
-from pixelpipe.streams.client import Outcome, Publisher
+from pixelpipe.streams.client import FinalOutcome, Publisher
 from pixelpipe.streams.topics import retry_topic, uploads_topic
 
 pytestmark = [pytest.mark.broker]
@@ -45,7 +45,7 @@ def lateness_ms(log: str) -> list[float]:
 async def publish_and_wait(
     pipeline: PipelineEnv, paths: list[Path], *, timeout: float, priority: str = "normal",
     raw: bytes | None = None,
-) -> list[tuple[Any, Outcome]]:
+) -> list[tuple[Any, FinalOutcome]]:
     async with Publisher(pipeline.settings()) as publisher:
         await publisher.watch_outcomes()
         uploads = []

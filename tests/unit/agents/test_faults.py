@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pixelpipe.agents.faults import FaultInjector
-from pixelpipe.errors import StorageUnavailable, WorkerCrashed
-from pixelpipe.streams.settings import ConfigError
+from pixelpipe.errors import ConfigError, StorageUnavailable, WorkerCrashed
 
 
 def test_a_count_fault_fails_the_first_n_calls_only() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from pixelpipe.agents.uploads_feed import Handoff, UploadFeed
-from pixelpipe.streams.settings import Settings
+from pixelpipe.config import Settings
 
 TOPIC = "pixelpipe.uploads"
 TP0, TP1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)

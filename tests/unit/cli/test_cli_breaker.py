@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from pixelpipe.cli import main
-from pixelpipe.cli_breaker import fold_records, known_processors
-from pixelpipe.streams.breaker import BREAKER_SCHEMA
+from pixelpipe.cli.breaker import known_processors
+from pixelpipe.config import Settings
+from pixelpipe.policy.breaker import BREAKER_SCHEMA
 from pixelpipe.streams.breaker_view import BreakerView
-from pixelpipe.streams.settings import Settings
 
 
 @pytest.fixture
@@ -127,14 +127,22 @@ def record(processor: str, state: str) -> bytes:
                          "since": 1.0})
 
 
-def test_status_honours_the_tombstone() -> None:
+def fold(view: BreakerView, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    for key, value in records:
+        view.apply(value, key)
+
+
+def test_the_view_honours_the_tombstone_and_counts_what_it_cannot_read() -> None:
     view = BreakerView(Settings())
-    fold_records(view, [
+    fold(view, [
         (b"bogus", record("bogus", "forced_open")),
         (b"resize", record("resize", "open")),
         (b"bogus", None),
         (None, None),
+        (b"junk", b"not json"),
+        (b"other", orjson.dumps({"schema": "someone.else/1"})),
     ])
     assert list(view.records) == ["resize"]
-    fold_records(view, [(b"bogus", record("bogus", "forced_open"))])  # forced again: back
+    assert view.undecodable == 2
+    fold(view, [(b"bogus", record("bogus", "forced_open"))])  # forced again: back
     assert set(view.records) == {"resize", "bogus"}

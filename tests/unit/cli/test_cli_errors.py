@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pixelpipe.cli import main
-from pixelpipe.streams.settings import ConfigError, Settings, bootstrap_from_url
+from pixelpipe.config import Settings, bootstrap_from_url
+from pixelpipe.errors import ConfigError
 
 BAD_BROKER = "kafka://127.0.0.1:notaport"
 

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from harness import PipelineEnv
 
 from pixelpipe.cli import main
-from pixelpipe.cli_common import EXIT_DEAD_LETTER
+from pixelpipe.cli.common import EXIT_DEAD_LETTER
 from pixelpipe.schemas.events import DeadLetter, ErrorInfo, Origin
-from pixelpipe.streams.client import Outcome
+from pixelpipe.streams.client import FinalOutcome
 
 
 def letter(event_id: str, code: str, message: str, processor: str | None) -> DeadLetter:
@@ -49,13 +49,13 @@ class FakePublisher:
         return SimpleNamespace(event_id=event_id, event=SimpleNamespace(image_id="img"),
                                partition=0, offset=len(self.ids))
 
-    async def wait_for(self, event_id: str, timeout: float | None = None) -> Outcome:
+    async def wait_for(self, event_id: str, timeout: float | None = None) -> FinalOutcome:
         if "broken" in event_id:
-            return Outcome("dead_letter", letter(event_id, "corrupt_image",
+            return FinalOutcome("dead_letter", letter(event_id, "corrupt_image",
                                                  "not an image:\n  bad header", "decode"))
         if "odd" in event_id:
-            return Outcome("dead_letter", letter(event_id, "internal_error", "boom", None))
-        return Outcome("processed", letter(event_id, "-", "-", None))
+            return FinalOutcome("dead_letter", letter(event_id, "internal_error", "boom", None))
+        return FinalOutcome("processed", letter(event_id, "-", "-", None))
 
 
 @pytest.fixture

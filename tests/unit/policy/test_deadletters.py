@@ -8,15 +8,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from pixelpipe.schemas import (
-    AttemptRecord,
-    DeadLetter,
-    ErrorInfo,
-    Origin,
-    decode_retry,
-    decode_upload,
-)
-from pixelpipe.streams.deadletters import (
+from pixelpipe.errors import ReplayRefused
+from pixelpipe.policy.deadletters import (
     LetterFilter,
     StoredLetter,
     cause_of,
@@ -25,8 +18,16 @@ from pixelpipe.streams.deadletters import (
     parse_when,
     stats_of,
 )
-from pixelpipe.streams.dlq_ledger import ReplayRecord, decode_replay_record
-from pixelpipe.streams.dlq_plan import ReplayRefused, next_replays, plan_replay, replay_message
+from pixelpipe.policy.replay_plan import next_replays, plan_replay, replay_message
+from pixelpipe.schemas import (
+    AttemptRecord,
+    DeadLetter,
+    ErrorInfo,
+    Origin,
+    decode_retry,
+    decode_upload,
+)
+from pixelpipe.schemas.replay import ReplayRecord, decode_replay_record
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 ORIGIN = Origin("pixelpipe.uploads", 3, 42)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from pixelpipe.streams.breaker import (
+from pixelpipe.policy.breaker import (
     Breaker,
     BreakerConfig,
     command,

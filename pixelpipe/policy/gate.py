@@ -12,16 +12,33 @@ When a breaker refuses:
 
 Either degradation marks the output ``degraded="basic"`` (ARCHITECTURE.md section 8's level
 for "optional operations skipped, AVIF -> WebP").
+
+Pure: operations are anything with a ``name`` and ``arguments`` (the engine's ``Operation``),
+and the caller says how to build the swapped ``format`` operation, so this layer needs no
+imaging code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from pixelpipe.errors import BreakerOpen
-from pixelpipe.imaging import Operation, parse_operation
 from pixelpipe.schemas import RenditionRequest
+
+
+class OperationLike(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def arguments(self) -> Mapping[str, Any]: ...
+
+
+Op = TypeVar("Op", bound=OperationLike)
+#: builds an operation from its spec dict (``{"op": "format", "type": "webp", ...}``)
+MakeOperation = Callable[[dict[str, object]], Op]
 
 #: operations that are not processors of their own (they only set encoder options)
 NOT_PROCESSORS = frozenset({"format", "strip", "auto-orient"})
@@ -29,13 +46,13 @@ DEGRADED_LEVEL = "basic"
 
 
 @dataclass(frozen=True, slots=True)
-class GatedPlan:
-    operations: tuple[Operation, ...]
+class GatedPlan(Generic[Op]):
+    operations: tuple[Op, ...]
     skipped: tuple[str, ...] = ()
     degraded: str | None = None
 
 
-def encoder_of(operations: Sequence[Operation]) -> str | None:
+def encoder_of(operations: Sequence[OperationLike]) -> str | None:
     for operation in operations:
         if operation.name == "format":
             kind = operation.arguments.get("type")
@@ -43,7 +60,7 @@ def encoder_of(operations: Sequence[Operation]) -> str | None:
     return None
 
 
-def processors_of(operations: Sequence[Operation]) -> list[str]:
+def processors_of(operations: Sequence[OperationLike]) -> list[str]:
     names = ["decode"]
     names += [op.name for op in operations if op.name not in NOT_PROCESSORS]
     encoder = encoder_of(operations)
@@ -54,9 +71,9 @@ def processors_of(operations: Sequence[Operation]) -> list[str]:
 
 
 def gate(
-    rendition: RenditionRequest, operations: Sequence[Operation],
-    decide: Callable[[str], str],
-) -> GatedPlan:
+    rendition: RenditionRequest, operations: Sequence[Op],
+    decide: Callable[[str], str], make_operation: MakeOperation[Op],
+) -> GatedPlan[Op]:
     """Apply the breakers' decisions to one rendition's plan; raise ``BreakerOpen`` to defer."""
     ops = list(operations)
     skipped: list[str] = []
@@ -69,7 +86,8 @@ def gate(
             continue
         fallback = rendition.fallback_format
         if name == encoder_of(ops) and fallback and fallback != name and decide(fallback) == "allow":
-            ops = [_swap_format(op, fallback) if op.name == "format" else op for op in ops]
+            ops = [_swap_format(op, fallback, make_operation) if op.name == "format" else op
+                   for op in ops]
             skipped.append(name)
             continue
         raise BreakerOpen(f"the circuit breaker of {name} is open", processor=name)
@@ -79,9 +97,9 @@ def gate(
     )
 
 
-def _swap_format(operation: Operation, fallback: str) -> Operation:
+def _swap_format(operation: Op, fallback: str, make_operation: MakeOperation[Op]) -> Op:
     quality = operation.arguments.get("quality")
     spec: dict[str, object] = {"op": "format", "type": fallback}
     if quality is not None:
         spec["quality"] = quality
-    return parse_operation(spec)
+    return make_operation(spec)

@@ -41,20 +41,14 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
+from pixelpipe.config import Settings
+from pixelpipe.errors import BrokerUnavailable, ReplayRefused
+from pixelpipe.policy.deadletters import LetterFilter, ReplayRecord, StoredLetter, Target
+from pixelpipe.policy.replay_plan import ReplayPlan, next_replays, plan_replay, replay_message
 from pixelpipe.schemas import utc_now_iso
 from pixelpipe.streams.admin import declare_replay_ledger
 from pixelpipe.streams.client import Publisher
-from pixelpipe.streams.deadletters import LetterFilter, ReplayRecord, StoredLetter, Target
-from pixelpipe.streams.dlq_plan import (
-    ReplayPlan,
-    ReplayRefused,
-    next_replays,
-    plan_replay,
-    replay_message,
-)
-from pixelpipe.streams.dlq_reader import DEFAULT_TIMEOUT_S, DeadLetterReader
-from pixelpipe.streams.errors import BrokerUnavailable
-from pixelpipe.streams.settings import Settings
+from pixelpipe.streams.deadletter_reader import DEFAULT_TIMEOUT_S, DeadLetterReader
 from pixelpipe.streams.topics import dlq_replays_topic, retry_topic, uploads_topic
 
 MAX_BATCH = 100

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from pixelpipe.schemas import RETRY_SCHEMA, DeadLetter, RetryEnvelope, encode, utc_now_iso
-from pixelpipe.streams import headers as h
-from pixelpipe.streams.deadletters import (
+from pixelpipe.errors import ReplayRefused
+from pixelpipe.policy.deadletters import (
     REPLAYS_HEADER,
     StoredLetter,
     Target,
@@ -24,11 +23,8 @@ from pixelpipe.streams.deadletters import (
     raw_original,
     refusal_reason,
 )
-from pixelpipe.streams.errors import StreamsError
-
-
-class ReplayRefused(StreamsError):
-    """A replay would repeat a failure that cannot change (an input error), or cannot be done."""
+from pixelpipe.schemas import RETRY_SCHEMA, DeadLetter, RetryEnvelope, encode, utc_now_iso
+from pixelpipe.schemas import headers as h
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """``pixelpipe dlq``: inspect and replay dead letters; a thin shell over ``streams.dlq_reader``
 and ``streams.dlq_replay``.
 
-Registered on ``main`` by ``pixelpipe.cli``; shares ``pixelpipe.cli_common`` with the others.
+Registered on ``main`` by ``pixelpipe.cli``; shares ``pixelpipe.cli.common`` with the others.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any, TypeVar, cast
 import click
 import orjson
 
-from pixelpipe.cli_common import broker_option, emit, run, settings_from, user_errors
+from pixelpipe.cli.common import broker_option, emit, run, settings_from, user_errors
+from pixelpipe.config import Settings
+from pixelpipe.policy.deadletters import LetterFilter, Status, StoredLetter, Target, parse_when
 from pixelpipe.schemas import to_dict
-from pixelpipe.streams.deadletters import LetterFilter, Status, StoredLetter, Target, parse_when
-from pixelpipe.streams.dlq_reader import DEFAULT_TIMEOUT_S, DeadLetterReader
-from pixelpipe.streams.settings import Settings
+from pixelpipe.streams.deadletter_reader import DEFAULT_TIMEOUT_S, DeadLetterReader
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = ("pending", "in_doubt", "replayed", "superseded")
@@ -305,7 +305,7 @@ async def _replay(
 ) -> tuple[Any, list[StoredLetter]]:
     from rich.progress import Progress
 
-    from pixelpipe.streams.dlq_replay import Replayer
+    from pixelpipe.streams.deadletter_replayer import Replayer
 
     async with Replayer(settings, dry_run=dry_run, timeout_s=timeout) as replayer:
         plan = await replayer.plan(where, to=to, again=again, force=force, limit=limit)

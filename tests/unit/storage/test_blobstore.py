@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pixelpipe.errors import ForbiddenSource, ImageTooLarge, SourceMissing, StorageUnavailable
-from pixelpipe.streams.blobstore import LocalBlobStore, output_key, sha256_bytes
+from pixelpipe.storage.local import LocalBlobStore, output_key, sha256_bytes
 
 
 def test_sources_are_content_addressed_and_idempotent(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 Pure (no I/O), like its neighbours ``dlq_ledger`` (the replay ledger's records) and
 ``dlq_plan`` (which letters a replay run takes, and the records it publishes):
-:mod:`pixelpipe.streams.dlq_reader` reads the topics into these records and
-:mod:`pixelpipe.streams.dlq_replay` acts on a plan. Unit-tested without a broker.
+:mod:`pixelpipe.streams.deadletter_reader` reads the topics into these records and
+:mod:`pixelpipe.streams.deadletter_replayer` acts on a plan. Unit-tested without a broker.
 
 **Identity of a letter.** A letter is ``(event_id, replays)``: the upload's replay count when it
 died. At-least-once delivery can dead-letter the same upload twice (a worker killed after the
@@ -31,11 +31,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pixelpipe.errors import INPUT_ERROR_CODES
+from pixelpipe.config import parse_duration
+from pixelpipe.errors import INPUT_ERROR_CODES, DeadLetterNotFound
 from pixelpipe.schemas import DeadLetter, parse_time
-from pixelpipe.streams.dlq_ledger import ReplayRecord, Target, letter_key
-from pixelpipe.streams.errors import StreamsError
-from pixelpipe.streams.settings import parse_duration
+from pixelpipe.schemas.replay import ReplayRecord, Target, letter_key
 
 __all__ = [
     "REPLAYS_HEADER",
@@ -59,10 +58,6 @@ __all__ = [
 REPLAYS_HEADER = "pixelpipe-replays"
 
 Status = Literal["pending", "in_doubt", "replayed", "superseded"]
-
-
-class DeadLetterNotFound(StreamsError):
-    """No dead letter has the event id asked for."""
 
 
 # --------------------------------------------------------------------------- identity

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pixelpipe.agents.routing import DeadRoute, RetryPolicy, RetryRoute, route_failure
 from pixelpipe.errors import (
     ChecksumMismatch,
     CorruptImage,
@@ -16,6 +15,7 @@ from pixelpipe.errors import (
     StorageUnavailable,
     WorkerCrashed,
 )
+from pixelpipe.policy.routing import DeadRoute, RetryPolicy, RetryRoute, route_failure
 from pixelpipe.schemas import (
     Origin,
     RenditionRequest,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pixelpipe.streams.settings import ConfigError, Settings, bootstrap_from_url
+from pixelpipe.config import Settings, bootstrap_from_url
+from pixelpipe.errors import ConfigError
 from pixelpipe.streams.topics import dlq_topic, processed_topic, retry_topic, uploads_topic
 
 

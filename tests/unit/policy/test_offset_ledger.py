@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pixelpipe.streams.ordering import OffsetLedger
+from pixelpipe.policy.ordering import OffsetLedger
 
 P0, P1 = ("uploads", 0), ("uploads", 1)
 

@@ -19,22 +19,20 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pixelpipe.errors import MalformedEvent
-from pixelpipe.schemas import DeadLetter, decode_deadletter
-from pixelpipe.streams import headers as h
-from pixelpipe.streams import kafka
-from pixelpipe.streams.deadletters import (
+from pixelpipe.config import Settings
+from pixelpipe.errors import BrokerUnavailable, DeadLetterNotFound, MalformedEvent
+from pixelpipe.policy.deadletters import (
     REPLAYS_HEADER,
-    DeadLetterNotFound,
     LetterFilter,
     ReplayRecord,
     StoredLetter,
     collapse,
     stats_of,
 )
-from pixelpipe.streams.dlq_ledger import decode_replay_record
-from pixelpipe.streams.errors import BrokerUnavailable
-from pixelpipe.streams.settings import Settings
+from pixelpipe.schemas import DeadLetter, decode_deadletter
+from pixelpipe.schemas import headers as h
+from pixelpipe.schemas.replay import decode_replay_record
+from pixelpipe.streams import kafka
 from pixelpipe.streams.topics import dlq_replays_topic, dlq_topic
 
 #: the CLI's default: long enough for a loaded broker, short enough that a dead one is obvious

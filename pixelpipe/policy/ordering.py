@@ -38,11 +38,12 @@ class InOrderAcks(Generic[E]):
         self._queues.setdefault(partition, deque()).append(slot)
         self._slots[id(item)] = slot
 
-    def complete(self, partition: Hashable, item: E) -> list[E]:
-        """Mark ``item`` done; return the items that may now be acked, in order."""
+    def complete(self, partition: Hashable, item: E) -> list[E] | None:
+        """Mark ``item`` done; return the items that may now be acked, in order, or None when
+        ``item`` is not tracked (its partition was forgotten after a revoke)."""
         slot = self._slots.pop(id(item), None)
         if slot is None:
-            raise KeyError(f"item was not tracked: {item!r:.100}")
+            return None
         slot.done = True
         queue = self._queues[partition]
         ready: list[E] = []

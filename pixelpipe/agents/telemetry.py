@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
+from pixelpipe.policy.breaker import OUTCOME_SCHEMA
 from pixelpipe.schemas import utc_now_iso
-from pixelpipe.streams.breaker import OUTCOME_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 FLUSH_S = 0.5
 
 
-class OutcomeReporter:
+class TelemetryReporter:
     def __init__(self, topic: Any | None, slow_call_s: float = 10.0) -> None:
         self.topic = topic
         self.slow_call_s = slow_call_s

@@ -12,9 +12,8 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from pixelpipe.errors import PixelpipeError
-from pixelpipe.streams.errors import StreamsError
-from pixelpipe.streams.settings import ENV_KAFKA, ConfigError, Settings
+from pixelpipe.config import ENV_KAFKA, Settings
+from pixelpipe.errors import ConfigError, OperationalError, PixelpipeError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,8 +25,10 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DEAD_LETTER = 0, 1, 2, 3
 _debug = False
 
 
-class CliError(Exception):
+class CliError(OperationalError):
     """A user error found by the command line itself: one line on stderr, exit 1."""
+
+    code = "cli_error"
 
 
 def set_debug(on: bool) -> None:
@@ -73,7 +74,7 @@ def user_errors(func: F) -> F:
 
 def describe(exc: BaseException) -> str:
     """One line for an error: ours as they are, anything else with its type and a hint."""
-    if isinstance(exc, StreamsError | PixelpipeError | ConfigError | CliError):
+    if isinstance(exc, OperationalError | PixelpipeError | ConfigError | CliError):
         return str(exc)
     if isinstance(exc, TimeoutError):
         return "timed out waiting for Kafka (is the broker up? see --broker)"

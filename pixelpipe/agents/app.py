@@ -19,7 +19,7 @@ from typing import Any
 
 import faust
 
-from pixelpipe.streams.settings import Settings
+from pixelpipe.config import Settings
 from pixelpipe.streams.topics import (
     breaker_topic,
     dlq_topic,
@@ -76,7 +76,7 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
-def pipeline_topics(app: faust.App, settings: Settings) -> PipelineTopics:
+def faust_topics(app: faust.App, settings: Settings) -> PipelineTopics:
     """The topic objects, named by the pure functions in ``topics``."""
     prefix = settings.topic_prefix
 

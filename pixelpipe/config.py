@@ -15,9 +15,9 @@ edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` w
 | PIXELPIPE_TASK_TIMEOUT          | 60                          | seconds before a task's process dies  |
 | PIXELPIPE_MAX_INFLIGHT          | 2 x workers + 2             | uploads processed at once per worker  |
 | PIXELPIPE_WEB_HOST / _WEB_PORT  | 127.0.0.1 / 6066            | worker web server (loopback default)  |
-| PIXELPIPE_MAX_PIXELS            | 50000000                    | decode limit: pixels                  |
-| PIXELPIPE_MAX_SIDE              | 16384                       | decode limit: pixels per side         |
-| PIXELPIPE_MAX_BYTES             | 52428800                    | decode limit: source bytes            |
+| PIXELPIPE_MAX_PIXELS            | engine: 50000000            | decode limit: pixels                  |
+| PIXELPIPE_MAX_SIDE              | engine: 16384               | decode limit: pixels per side         |
+| PIXELPIPE_MAX_BYTES             | engine: 52428800            | decode limit: source bytes            |
 | PIXELPIPE_WORKER_MEMORY_MB      | 2048                        | address-space cap per image process   |
 | PIXELPIPE_DATADIR               | ./.pixelpipe/worker         | Faust state (tables) directory        |
 | PIXELPIPE_REPLICATION_FACTOR    | 1                           | replicas of topics we create          |
@@ -43,6 +43,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+from pixelpipe.errors import ConfigError
 
 ENV_KAFKA = "PIXELPIPE_KAFKA"
 ENV_DATA = "PIXELPIPE_DATA"
@@ -72,12 +74,11 @@ ENV_BREAKER_SLOW_CALL = "PIXELPIPE_BREAKER_SLOW_CALL"
 ENV_BREAKER_WAIT = "PIXELPIPE_BREAKER_WAIT"
 ENV_BREAKER_MAX_WAIT = "PIXELPIPE_BREAKER_MAX_WAIT"
 ENV_BREAKER_HALF_OPEN_CALLS = "PIXELPIPE_BREAKER_HALF_OPEN_CALLS"
+ENV_INFRA_DIR = "PIXELPIPE_INFRA_DIR"
+ENV_DEMO_PHOTOS = "PIXELPIPE_DEMO_PHOTOS"
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
-
-class ConfigError(ValueError):
-    """A setting has a value we cannot use; the message names the variable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +95,11 @@ class Settings:
     max_inflight: int = 0  # 0: derived from workers in __post_init__
     web_host: str = "127.0.0.1"
     web_port: int = 6066
-    max_pixels: int = 50_000_000
-    max_side: int = 16_384
-    max_bytes: int = 50 * 1024 * 1024
+    # decode limits; None: the engine's own defaults (imaging.limits.DEFAULT_LIMITS, the one
+    # place they are written: 50 MP, 16,384 px a side, 50 MiB)
+    max_pixels: int | None = None
+    max_side: int | None = None
+    max_bytes: int | None = None
     worker_memory_mb: int = 2048
     state_dir: Path = Path(".pixelpipe/worker")
     replication_factor: int = 1
@@ -109,7 +112,7 @@ class Settings:
     max_age_s: float = 24 * 3600.0
     #: fault injection for tests and drills (see ``pixelpipe.agents.faults``); off when empty
     faults: str = ""
-    #: circuit breaker (see ``pixelpipe.streams.breaker``): sliding window of 1 s buckets
+    #: circuit breaker (see ``pixelpipe.policy.breaker``): sliding window of 1 s buckets
     breaker_window_s: float = 30.0
     breaker_min_calls: int = 20
     breaker_failure_rate: float = 0.5
@@ -269,3 +272,9 @@ def parse_tiers(text: str) -> tuple[tuple[str, float], ...]:
     if not growing or any(d <= 0 for d in delays):
         raise ValueError(f"retry tiers must be positive and growing: {text!r}")
     return tuple(tiers)
+
+
+def path_from_env(name: str, env: Mapping[str, str] | None = None) -> Path | None:
+    """A directory named by an environment variable (``PIXELPIPE_INFRA_DIR``, ...), if set."""
+    raw = (os.environ if env is None else env).get(name, "").strip()
+    return Path(raw).expanduser() if raw else None

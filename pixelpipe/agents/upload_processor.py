@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pixelpipe.agents.faults import FaultInjector
-from pixelpipe.agents.gate import NOT_PROCESSORS, gate, processors_of
-from pixelpipe.agents.outcomes import OutcomeReporter
+from pixelpipe.agents.telemetry import TelemetryReporter
 from pixelpipe.errors import (
     INPUT_ERROR_CODES,
     BreakerOpen,
@@ -27,8 +26,16 @@ from pixelpipe.errors import (
     InternalError,
     PixelpipeError,
 )
-from pixelpipe.imaging import ImagePool, Limits, Operation, RenderResult, canonical_spec
+from pixelpipe.imaging import (
+    ImagePool,
+    Limits,
+    Operation,
+    RenderResult,
+    canonical_spec,
+    parse_operation,
+)
 from pixelpipe.imaging import resolve_rendition as resolve_operations
+from pixelpipe.policy.gate import NOT_PROCESSORS, gate, processors_of
 from pixelpipe.schemas import (
     Origin,
     ProcessedEvent,
@@ -39,7 +46,7 @@ from pixelpipe.schemas import (
     original_of,
     utc_now_iso,
 )
-from pixelpipe.streams.blobstore import LocalBlobStore, output_key, sha256_file
+from pixelpipe.storage.local import LocalBlobStore, output_key, sha256_file
 from pixelpipe.streams.breaker_view import BreakerView
 
 log = logging.getLogger(__name__)
@@ -62,7 +69,7 @@ class Failed:
     event_id: str
 
 
-Outcome = Processed | Failed
+AttemptResult = Processed | Failed
 
 
 class UploadProcessor:
@@ -71,14 +78,14 @@ class UploadProcessor:
     def __init__(
         self, store: LocalBlobStore, pool: ImagePool, limits: Limits,
         faults: FaultInjector | None = None, breakers: BreakerView | None = None,
-        reporter: OutcomeReporter | None = None,
+        reporter: TelemetryReporter | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
         self.limits = limits
         self.faults = faults or FaultInjector()
         self.breakers = breakers
-        self.reporter = reporter or OutcomeReporter(None)
+        self.reporter = reporter or TelemetryReporter(None)
         self._started = False
         self._starting = asyncio.Lock()
 
@@ -92,7 +99,7 @@ class UploadProcessor:
                 await self.breakers.start()
             self._started = True
 
-    async def process(self, raw: bytes | None, origin: Origin, *, attempts: int = 1) -> Outcome:
+    async def process(self, raw: bytes | None, origin: Origin, *, attempts: int = 1) -> AttemptResult:
         """The outcome of one attempt at the upload in ``raw`` read from ``origin``.
 
         ``attempts``: the number of this attempt (1 on the uploads topic), reported in the
@@ -173,7 +180,7 @@ class UploadProcessor:
         self, upload: UploadEvent, source: Path, rendition: RenditionRequest,
         operations: Sequence[Operation],
     ) -> RenditionResult:
-        plan = gate(rendition, operations, self._decide)
+        plan = gate(rendition, operations, self._decide, parse_operation)
         try:
             if self.faults.active:
                 for name in processors_of(plan.operations)[:-1]:  # store is checked below

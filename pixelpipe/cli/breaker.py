@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import click
 
-from pixelpipe.cli_common import CliError, broker_option, emit, settings_from, user_errors
-from pixelpipe.streams.breaker import Command
-from pixelpipe.streams.settings import Settings
+from pixelpipe.cli.common import CliError, broker_option, emit, settings_from, user_errors
+from pixelpipe.config import Settings
+from pixelpipe.policy.breaker import Command
 
-#: pipeline stages that report outcomes under their own name (``agents/pipeline.py``,
+#: pipeline stages that report outcomes under their own name (``agents/upload_processor.py``,
 #: ``imaging/pool.py``, ``imaging/encode.py``, ``imaging/verify.py``); ``render`` is the name
 #: of a failure that names no processor
 STAGES = ("fetch", "decode", "pool", "render", "encode", "verify", "store")
@@ -28,8 +27,8 @@ STAGES = ("fetch", "decode", "pool", "render", "encode", "verify", "store")
 def known_processors() -> tuple[str, ...]:
     """Every name a breaker can have in this version: the stages, each operation that is a
     processor (``agents.gate.NOT_PROCESSORS`` are not) and each encoder (output format)."""
-    from pixelpipe.agents.gate import NOT_PROCESSORS
     from pixelpipe.imaging import OUTPUT_FORMATS, REGISTRY
+    from pixelpipe.policy.gate import NOT_PROCESSORS
 
     operations = [name for name in REGISTRY if name not in NOT_PROCESSORS]
     return (*STAGES, *operations, *OUTPUT_FORMATS)
@@ -87,50 +86,6 @@ def status(as_json: bool, broker: str | None) -> None:
     run()
 
 
-def fold_records(view: Any, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
-    """Apply breaker-topic records (key, value) to a ``BreakerView``: a tombstone (no value)
-    removes its processor's row, as compaction eventually will."""
-    for key, value in records:
-        if value is None:
-            if key is not None:
-                view.records.pop(key.decode(errors="replace"), None)
-            continue
-        view.apply(value)
-
-
-async def read_breaker_records(
-    settings: Settings, timeout_s: float = 15.0
-) -> dict[str, dict[str, Any]]:
-    """The latest record per processor on the breaker topic, tombstones honoured; none when
-    the topic does not exist yet."""
-    from pixelpipe.streams import kafka
-    from pixelpipe.streams.breaker_view import BreakerView
-    from pixelpipe.streams.errors import TopicMissing
-    from pixelpipe.streams.topics import breaker_topic
-
-    view = BreakerView(settings)
-    try:
-        (tp,) = await kafka.existing_partitions(settings, breaker_topic(settings.topic_prefix))
-    except TopicMissing:
-        return {}
-    consumer = kafka.consumer(settings, group=None, role="breaker-status", fetch_max_wait_ms=50)
-    await kafka.start(consumer, settings)
-
-    async def read() -> None:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        while await consumer.position(tp) < end:
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                fold_records(view, ((r.key, r.value) for r in batch))
-
-    try:
-        await asyncio.wait_for(read(), timeout_s)
-    finally:
-        await consumer.stop()
-    return view.records
-
-
 def _iso(epoch: object) -> str | None:
     if not isinstance(epoch, int | float):
         return None
@@ -140,11 +95,11 @@ def _iso(epoch: object) -> str | None:
 async def breaker_rows(settings: Settings) -> list[dict[str, Any]]:
     """One row per processor, as ``streams.breaker_client.breaker_status`` makes them, from a
     reader that honours the tombstones of ``breaker reset``."""
-    from pixelpipe.streams.breaker_view import effective
+    from pixelpipe.streams.breaker_view import effective, read_breakers
 
     now = time.time()
     rows = []
-    for processor, record in sorted((await read_breaker_records(settings)).items()):
+    for processor, record in sorted((await read_breakers(settings)).items()):
         rows.append({
             "processor": processor,
             "state": effective(record, now),

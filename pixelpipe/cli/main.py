@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from pixelpipe.cli_common import (
+from pixelpipe.cli.common import (
     ENV_DEBUG,
     EXIT_DEAD_LETTER,
     CliError,
@@ -35,7 +35,7 @@ from pixelpipe.cli_common import (
     settings_from,
     user_errors,
 )
-from pixelpipe.streams.settings import ENV_WEB_PORT, Settings
+from pixelpipe.config import ENV_WEB_PORT, Settings
 from pixelpipe.streams.topics import processed_topic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".gif", ".bmp"}
@@ -337,8 +337,8 @@ def demo(keep_running: bool, photos: Path | None, broker: str | None) -> None:
 
 
 def _register_subcommands() -> None:
-    from pixelpipe.cli_breaker import breaker
-    from pixelpipe.cli_dlq import dlq
+    from pixelpipe.cli.breaker import breaker
+    from pixelpipe.cli.dlq import dlq
 
     main.add_command(breaker)
     main.add_command(dlq)
