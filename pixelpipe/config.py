@@ -82,6 +82,30 @@ DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """The circuit breaker's settings, the one place they are written (the state machine is
+    ``pixelpipe.policy.breaker``): a sliding window of 1 s buckets, the rates that open it,
+    the open wait and the half-open trial budget."""
+
+    #: sliding window the rates are computed over
+    window_s: float = 30.0
+    #: calls in the window before it may open
+    min_calls: int = 20
+    #: failure rate that opens it
+    failure_rate: float = 0.5
+    #: slow-call rate that opens it
+    slow_rate: float = 0.8
+    #: a call slower than this is slow
+    slow_call_s: float = 10.0
+    #: first open wait (doubles per consecutive trip)
+    wait_s: float = 10.0
+    #: longest open wait
+    max_wait_s: float = 300.0
+    #: trial calls per worker in half-open
+    half_open_calls: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a worker, the CLI and the client API need to agree on."""
 
@@ -112,15 +136,8 @@ class Settings:
     max_age_s: float = 24 * 3600.0
     #: fault injection for tests and drills (see ``pixelpipe.agents.faults``); off when empty
     faults: str = ""
-    #: circuit breaker (see ``pixelpipe.policy.breaker``): sliding window of 1 s buckets
-    breaker_window_s: float = 30.0
-    breaker_min_calls: int = 20
-    breaker_failure_rate: float = 0.5
-    breaker_slow_rate: float = 0.8
-    breaker_slow_call_s: float = 10.0
-    breaker_wait_s: float = 10.0
-    breaker_max_wait_s: float = 300.0
-    breaker_half_open_calls: int = 3
+    #: circuit breaker settings (``PIXELPIPE_BREAKER_*``), see ``BreakerConfig``
+    breaker: BreakerConfig = BreakerConfig()
 
     def __post_init__(self) -> None:
         if self.max_inflight <= 0:
@@ -178,14 +195,11 @@ class Settings:
         _read(env, ENV_LOW_PRIORITY_RETRIES, values, "low_priority_retries", int)
         _read(env, ENV_MAX_AGE, values, "max_age_s", parse_duration)
         _read(env, ENV_FAULTS, values, "faults", str)
-        _read(env, ENV_BREAKER_WINDOW, values, "breaker_window_s", parse_duration)
-        _read(env, ENV_BREAKER_MIN_CALLS, values, "breaker_min_calls", int)
-        _read(env, ENV_BREAKER_FAILURE_RATE, values, "breaker_failure_rate", float)
-        _read(env, ENV_BREAKER_SLOW_RATE, values, "breaker_slow_rate", float)
-        _read(env, ENV_BREAKER_SLOW_CALL, values, "breaker_slow_call_s", parse_duration)
-        _read(env, ENV_BREAKER_WAIT, values, "breaker_wait_s", parse_duration)
-        _read(env, ENV_BREAKER_MAX_WAIT, values, "breaker_max_wait_s", parse_duration)
-        _read(env, ENV_BREAKER_HALF_OPEN_CALLS, values, "breaker_half_open_calls", int)
+        breaker: dict[str, Any] = {}
+        for name, key, kind in _BREAKER_ENV:
+            _read(env, name, breaker, key, kind)
+        if breaker:
+            values["breaker"] = BreakerConfig(**breaker)
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():
             if key not in known:
@@ -272,6 +286,19 @@ def parse_tiers(text: str) -> tuple[tuple[str, float], ...]:
     if not growing or any(d <= 0 for d in delays):
         raise ValueError(f"retry tiers must be positive and growing: {text!r}")
     return tuple(tiers)
+
+
+#: the ``PIXELPIPE_BREAKER_*`` variables: (variable, ``BreakerConfig`` field, parser)
+_BREAKER_ENV: tuple[tuple[str, str, Any], ...] = (
+    (ENV_BREAKER_WINDOW, "window_s", parse_duration),
+    (ENV_BREAKER_MIN_CALLS, "min_calls", int),
+    (ENV_BREAKER_FAILURE_RATE, "failure_rate", float),
+    (ENV_BREAKER_SLOW_RATE, "slow_rate", float),
+    (ENV_BREAKER_SLOW_CALL, "slow_call_s", parse_duration),
+    (ENV_BREAKER_WAIT, "wait_s", parse_duration),
+    (ENV_BREAKER_MAX_WAIT, "max_wait_s", parse_duration),
+    (ENV_BREAKER_HALF_OPEN_CALLS, "half_open_calls", int),
+)
 
 
 def path_from_env(name: str, env: Mapping[str, str] | None = None) -> Path | None:

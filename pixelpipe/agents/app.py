@@ -24,6 +24,7 @@ from pixelpipe.streams.topics import (
     breaker_topic,
     dlq_topic,
     outcomes_topic,
+    pipeline_topic_specs,
     processed_topic,
     retry_topic,
     uploads_topic,
@@ -77,27 +78,28 @@ def create_app(settings: Settings) -> faust.App:
 
 
 def faust_topics(app: faust.App, settings: Settings) -> PipelineTopics:
-    """The topic objects, named by the pure functions in ``topics``."""
+    """The topic objects, named by the pure functions in ``topics`` and shaped (partitions)
+    by ``topics.pipeline_topic_specs``, the one place topic shapes are written."""
     prefix = settings.topic_prefix
+    tiers = tuple(name for name, _delay in settings.retry_tiers)
+    partitions = {spec.name: spec.partitions
+                  for spec in pipeline_topic_specs(prefix, settings.upload_partitions, tiers)}
 
-    def topic(name: str, partitions: int | None) -> Any:
+    def topic(name: str) -> Any:
         return app.topic(
             name,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
-            partitions=partitions,
+            partitions=partitions[name],
         )
 
     return PipelineTopics(
-        uploads=topic(uploads_topic(prefix), settings.upload_partitions),
-        processed=topic(processed_topic(prefix), settings.upload_partitions),
-        dlq=topic(dlq_topic(prefix), 1),
-        retries={
-            name: topic(retry_topic(name, prefix), settings.upload_partitions)
-            for name, _delay in settings.retry_tiers
-        },
-        outcomes=topic(outcomes_topic(prefix), 1),
-        breaker=topic(breaker_topic(prefix), 1),
+        uploads=topic(uploads_topic(prefix)),
+        processed=topic(processed_topic(prefix)),
+        dlq=topic(dlq_topic(prefix)),
+        retries={name: topic(retry_topic(name, prefix)) for name in tiers},
+        outcomes=topic(outcomes_topic(prefix)),
+        breaker=topic(breaker_topic(prefix)),
     )

@@ -25,9 +25,7 @@ from pixelpipe.agents import metrics
 from pixelpipe.agents.app import PipelineTopics
 from pixelpipe.config import Settings
 from pixelpipe.policy.breaker import (
-    COMMAND_SCHEMA,
     COMMANDS,
-    OUTCOME_SCHEMA,
     Breaker,
     BreakerConfig,
     Transition,
@@ -36,23 +34,11 @@ from pixelpipe.policy.breaker import (
     record,
     status_record,
 )
+from pixelpipe.schemas.names import COMMAND_SCHEMA, OUTCOME_SCHEMA
 
 log = logging.getLogger(__name__)
 
 REFRESH_S = 2.0
-
-
-def breaker_config(settings: Settings) -> BreakerConfig:
-    return BreakerConfig(
-        window_s=settings.breaker_window_s,
-        min_calls=settings.breaker_min_calls,
-        failure_rate=settings.breaker_failure_rate,
-        slow_rate=settings.breaker_slow_rate,
-        slow_call_s=settings.breaker_slow_call_s,
-        wait_s=settings.breaker_wait_s,
-        max_wait_s=settings.breaker_max_wait_s,
-        half_open_calls=settings.breaker_half_open_calls,
-    )
 
 
 def record_outcomes(
@@ -75,7 +61,7 @@ def record_outcomes(
 
 
 def register_breaker_agent(app: faust.App, settings: Settings, topics: PipelineTopics) -> Any:
-    config = breaker_config(settings)
+    config = settings.breaker
     table = app.Table(
         "breaker-window",
         partitions=1,

@@ -167,7 +167,7 @@ class RetryScheduler:
                 # Not ours or corrupt: a dead letter keeps it for an operator.
                 error = MalformedEvent("undecodable retry record", processor="retry")
                 outcome: Any = Failed(error, None, original_of(record.value),
-                                      f"malformed:{record.topic}:{record.partition}:{record.offset}")
+                                      origin.malformed_event_id)
                 await self.router.deliver(outcome, origin, tier="retry", history=None)
             else:
                 outcome = await self.processor.process(

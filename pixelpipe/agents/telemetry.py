@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from pixelpipe.policy.breaker import OUTCOME_SCHEMA
-from pixelpipe.schemas import utc_now_iso
+from pixelpipe.config import BreakerConfig
+from pixelpipe.schemas import OUTCOME_SCHEMA, utc_now_iso
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,9 @@ FLUSH_S = 0.5
 
 
 class TelemetryReporter:
-    def __init__(self, topic: Any | None, slow_call_s: float = 10.0) -> None:
+    def __init__(
+        self, topic: Any | None, slow_call_s: float = BreakerConfig().slow_call_s
+    ) -> None:
         self.topic = topic
         self.slow_call_s = slow_call_s
         #: processor -> [calls, slow calls, longest ms] of successes not yet sent

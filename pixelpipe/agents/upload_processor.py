@@ -35,6 +35,7 @@ from pixelpipe.imaging import (
     parse_operation,
 )
 from pixelpipe.imaging import resolve_rendition as resolve_operations
+from pixelpipe.imaging.formats import output_extension
 from pixelpipe.policy.gate import NOT_PROCESSORS, gate, processors_of
 from pixelpipe.schemas import (
     Origin,
@@ -50,9 +51,6 @@ from pixelpipe.storage.local import LocalBlobStore, output_key, sha256_file
 from pixelpipe.streams.breaker_view import BreakerView
 
 log = logging.getLogger(__name__)
-
-EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif"}
-
 
 @dataclass(frozen=True, slots=True)
 class Processed:
@@ -197,7 +195,7 @@ class UploadProcessor:
         try:
             self.faults.check("store")
             stored = await asyncio.to_thread(
-                self.store.put_output, key, EXTENSIONS.get(result.format, result.format),
+                self.store.put_output, key, output_extension(result.format),
                 result.data,
             )
         except PixelpipeError as error:
@@ -252,12 +250,9 @@ def _str_or_none(value: object) -> str | None:
 
 
 def _event_id_of(original: dict[str, object], origin: Origin) -> str:
-    """A malformed event's own event_id when it has one, else one derived from its offset.
-
-    Derived, not random: a redelivered copy of the same bad message gets the same id, so the
-    dead letter is idempotent like every other outcome.
-    """
+    """A malformed event's own event_id when it has one, else one derived from where it was
+    read (``schemas.malformed_event_id``)."""
     given = _str_or_none(original.get("event_id"))
     if given:
         return given
-    return f"malformed:{origin.topic}:{origin.partition}:{origin.offset}"
+    return origin.malformed_event_id

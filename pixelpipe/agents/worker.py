@@ -73,7 +73,7 @@ def build_worker(settings: Settings) -> WorkerParts:
     processor = UploadProcessor(
         LocalBlobStore(settings.data_dir), pool, limits_of(settings), faults,
         breakers=breakers,
-        reporter=TelemetryReporter(topics.outcomes, settings.breaker_slow_call_s),
+        reporter=TelemetryReporter(topics.outcomes, settings.breaker.slow_call_s),
     )
     register_breaker_agent(app, settings, topics)
     router = AttemptRouter(topics, policy_of(settings))

@@ -9,7 +9,6 @@ removes its row: a tombstone on the compacted breaker topic, which ``status`` ho
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import click
@@ -86,32 +85,11 @@ def status(as_json: bool, broker: str | None) -> None:
     run()
 
 
-def _iso(epoch: object) -> str | None:
-    if not isinstance(epoch, int | float):
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
 async def breaker_rows(settings: Settings) -> list[dict[str, Any]]:
-    """One row per processor, as ``streams.breaker_client.breaker_status`` makes them, from a
-    reader that honours the tombstones of ``breaker reset``."""
-    from pixelpipe.streams.breaker_view import effective, read_breakers
+    """One row per processor, as ``streams.breaker_client.breaker_status`` makes them."""
+    from pixelpipe.streams.breaker_client import breaker_status
 
-    now = time.time()
-    rows = []
-    for processor, record in sorted((await read_breakers(settings)).items()):
-        rows.append({
-            "processor": processor,
-            "state": effective(record, now),
-            "failure_rate": record.get("failure_rate", 0.0),
-            "slow_rate": record.get("slow_rate", 0.0),
-            "calls": record.get("calls", 0),
-            "since": _iso(record.get("since")),
-            "next_trial": _iso(record.get("next_trial_at")),
-            "trips": record.get("trips", 0),
-            "reason": record.get("reason", ""),
-        })
-    return rows
+    return await breaker_status(settings)
 
 
 # --------------------------------------------------------------------------- overrides

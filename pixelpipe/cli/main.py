@@ -38,9 +38,6 @@ from pixelpipe.cli.common import (
 from pixelpipe.config import ENV_WEB_PORT, Settings
 from pixelpipe.streams.topics import processed_topic
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".gif", ".bmp"}
-
-
 EXIT_CODES_EPILOG = f"""\b
 Exit codes:
   0  ok
@@ -128,6 +125,8 @@ def check_web_port(host: str, port: int) -> None:
 
 def expand_paths(paths: Sequence[str]) -> Iterator[Path]:
     """Files as given, directories recursed (images only, sorted), in the order of ``paths``."""
+    from pixelpipe.imaging.formats import IMAGE_SUFFIXES
+
     for raw in paths:
         path = Path(raw)
         if path.is_dir():

@@ -30,7 +30,7 @@ from pixelpipe.config import (
 )
 from pixelpipe.demo.samples import Sample, make_samples
 from pixelpipe.errors import BrokerUnavailable
-from pixelpipe.schemas import to_dict, utc_now_iso
+from pixelpipe.schemas import malformed_event_id, to_dict, utc_now_iso
 from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.client import FinalOutcome, Publisher
 from pixelpipe.streams.topics import uploads_topic
@@ -167,7 +167,8 @@ async def _run(settings: Settings, samples: list[Sample]) -> list[dict[str, Any]
                 uploads_topic(settings.topic_prefix), b"hostile", raw
             )
             if event_id is None:
-                event_id = f"malformed:{uploads_topic(settings.topic_prefix)}:{partition}:{offset}"
+                event_id = malformed_event_id(uploads_topic(settings.topic_prefix), partition,
+                                              offset)
             pending.append((label, "hostile event", expect, event_id))
         _say(f"published {len(pending)} events; waiting for their outcomes")
         for label, what, expect, event_id in pending:

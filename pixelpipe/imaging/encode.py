@@ -15,6 +15,7 @@ import numpy as np
 
 from pixelpipe.errors import InternalError, UnsupportedFormat, WorkerCrashed
 from pixelpipe.imaging._cv import cv2
+from pixelpipe.imaging.formats import OUTPUT_SUFFIXES
 from pixelpipe.imaging.ops.base import Image
 from pixelpipe.imaging.ops.output import (
     DEFAULT_AVIF_SPEED,
@@ -25,8 +26,6 @@ from pixelpipe.imaging.ops.pixels import channels, flatten
 from pixelpipe.imaging.spec import Operation
 
 __all__ = ["avif_supported", "encode", "output_format"]
-
-_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "avif": ".avif"}
 
 
 def output_format(
@@ -88,7 +87,7 @@ def encode(image: Image, kind: str, options: dict[str, Any]) -> bytes:
     if kind == "jpeg" and channels(image) == 4:
         image = flatten(image)
     try:
-        ok, buffer = cv2.imencode(_EXTENSIONS[kind], image, _flags(kind, options))
+        ok, buffer = cv2.imencode(OUTPUT_SUFFIXES[kind], image, _flags(kind, options))
     except cv2.error as exc:
         raise InternalError(f"{kind} encoder failed: {exc}", processor="encode") from exc
     except MemoryError as exc:

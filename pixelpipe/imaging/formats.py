@@ -16,18 +16,50 @@ from pixelpipe.errors import CorruptImage, ImageTooLarge, UnsupportedFormat
 from pixelpipe.imaging.limits import Limits
 
 __all__ = [
+    "FORMAT_ALIASES",
+    "IMAGE_SUFFIXES",
     "OUTPUT_FORMATS",
+    "OUTPUT_SUFFIXES",
     "SOURCE_FORMATS",
+    "SOURCE_SUFFIXES",
     "Header",
     "SourceFormat",
     "check_limits",
+    "content_type_of",
+    "output_extension",
     "probe",
     "sniff",
 ]
 
+# The format tables, the one place they are written: which formats we read and write, their
+# file suffixes and media types (the CLI, the client API and the store import them from here).
 SourceFormat = Literal["jpeg", "png", "webp", "avif", "tiff", "gif", "bmp"]
 SOURCE_FORMATS: Final = ("jpeg", "png", "webp", "avif", "tiff", "gif", "bmp")
 OUTPUT_FORMATS: Final = ("jpeg", "png", "webp", "avif")
+#: other names accepted for a format (``format:type=jpg``)
+FORMAT_ALIASES: Final = {"jpg": "jpeg"}
+#: file suffix (lower case) -> the source format it names
+SOURCE_SUFFIXES: Final[dict[str, SourceFormat]] = {
+    ".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".avif": "avif",
+    ".tif": "tiff", ".tiff": "tiff", ".gif": "gif", ".bmp": "bmp",
+}
+#: the suffixes of image files (``pixelpipe publish DIR`` picks these)
+IMAGE_SUFFIXES: Final = frozenset(SOURCE_SUFFIXES)
+#: output format -> the suffix its files get (and OpenCV's encoder is chosen by)
+OUTPUT_SUFFIXES: Final = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "avif": ".avif"}
+_OCTET_STREAM: Final = "application/octet-stream"
+
+
+def content_type_of(suffix: str) -> str:
+    """The media type of a file by its suffix (``.JPG`` -> ``image/jpeg``); anything that is
+    not an image suffix is ``application/octet-stream``."""
+    fmt = SOURCE_SUFFIXES.get(suffix.lower())
+    return f"image/{fmt}" if fmt else _OCTET_STREAM
+
+
+def output_extension(fmt: str) -> str:
+    """The file extension (no dot) of an output format: ``jpeg`` -> ``jpg``."""
+    return OUTPUT_SUFFIXES.get(fmt, f".{fmt}")[1:]
 
 _AVIF_BRANDS: Final = (b"avif", b"avis")
 _PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"

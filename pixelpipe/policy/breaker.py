@@ -14,7 +14,7 @@ table (changelog-backed), and expiry is computed here on every evaluation, by wa
 buckets restored after a restart expire like any others (faust's own windowed tables do not
 expire restored windows, faust-streaming issue 385, and expire relative to event time).
 
-OPEN -> HALF_OPEN needs no event: ``effective_state`` derives it from ``next_trial_at``, so a
+OPEN -> HALF_OPEN needs no event: ``derived_state`` derives it from ``next_trial_at``, so a
 worker that reads an OPEN record knows by itself when trials may start.
 
 Input errors (``corrupt_image``, ...) are never recorded: they are not the processor's fault.
@@ -25,29 +25,32 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from pixelpipe.config import BreakerConfig
 from pixelpipe.errors import INPUT_ERROR_CODES
+from pixelpipe.schemas.names import BREAKER_SCHEMA
 
-BREAKER_SCHEMA = "pixelpipe.breaker/1"
-OUTCOME_SCHEMA = "pixelpipe.outcome/1"
-COMMAND_SCHEMA = "pixelpipe.breaker-command/1"
+__all__ = [
+    "COMMANDS",
+    "Breaker",
+    "BreakerConfig",
+    "Command",
+    "State",
+    "Transition",
+    "command",
+    "derived_state",
+    "effective_state",
+    "open_wait",
+    "record",
+    "status_record",
+]
 
 State = Literal["closed", "open", "half_open", "forced_open", "disabled"]
 Command = Literal["open", "close", "disable", "reset"]
 COMMANDS: tuple[Command, ...] = ("open", "close", "disable", "reset")
 
-
-@dataclass(frozen=True, slots=True)
-class BreakerConfig:
-    window_s: float = 30.0
-    min_calls: int = 20
-    failure_rate: float = 0.5
-    slow_rate: float = 0.8
-    slow_call_s: float = 10.0
-    wait_s: float = 10.0
-    max_wait_s: float = 300.0
-    half_open_calls: int = 3
+S = TypeVar("S", bound=str)
 
 
 @dataclass(slots=True)
@@ -103,10 +106,18 @@ class Transition:
     reason: str
 
 
-def effective_state(breaker: Breaker, now: float) -> State:
-    if breaker.state == "open" and breaker.next_trial_at is not None and now >= breaker.next_trial_at:
+def derived_state(state: S, next_trial_at: object, now: float) -> S | Literal["half_open"]:
+    """The OPEN -> HALF_OPEN rule, the one place it is written: an ``open`` breaker whose
+    ``next_trial_at`` (epoch seconds) has come is ``half_open``, with no event needed. Used on
+    the ``Breaker`` itself (``effective_state``) and on the records every worker reads
+    (``streams.breaker_view``)."""
+    if state == "open" and isinstance(next_trial_at, int | float) and now >= next_trial_at:
         return "half_open"
-    return breaker.state
+    return state
+
+
+def effective_state(breaker: Breaker, now: float) -> State:
+    return derived_state(breaker.state, breaker.next_trial_at, now)
 
 
 def open_wait(trips: int, config: BreakerConfig, rng: random.Random | None = None) -> float:

@@ -33,6 +33,7 @@ from pixelpipe.schemas import (
     Origin,
     RetryEnvelope,
     UploadEvent,
+    iso,
     parse_time,
 )
 
@@ -64,10 +65,6 @@ class DeadRoute:
 
 
 Route = RetryRoute | DeadRoute
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def route_failure(

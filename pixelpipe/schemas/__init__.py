@@ -1,4 +1,5 @@
-"""The wire contracts: event records, their codec, and JSON Schema files (``schemas/json``).
+"""The wire contracts: every record's name (``names``), the event records, their codec, the
+time format (``times``) and a JSON Schema file per record (``schemas/json``).
 
 Imports nothing of ``imaging``, ``streams`` or ``agents``.
 """
@@ -15,10 +16,6 @@ from pixelpipe.schemas.codec import (
     utc_now_iso,
 )
 from pixelpipe.schemas.events import (
-    DEADLETTER_SCHEMA,
-    PROCESSED_SCHEMA,
-    RETRY_SCHEMA,
-    UPLOAD_SCHEMA,
     AttemptRecord,
     DeadLetter,
     ErrorInfo,
@@ -29,11 +26,27 @@ from pixelpipe.schemas.events import (
     RetryEnvelope,
     SourceRef,
     UploadEvent,
+    malformed_event_id,
 )
+from pixelpipe.schemas.names import (
+    BREAKER_SCHEMA,
+    COMMAND_SCHEMA,
+    DEADLETTER_SCHEMA,
+    OUTCOME_SCHEMA,
+    PROCESSED_SCHEMA,
+    REPLAY_SCHEMA,
+    RETRY_SCHEMA,
+    UPLOAD_SCHEMA,
+)
+from pixelpipe.schemas.times import epoch_iso, iso
 
 __all__ = [
+    "BREAKER_SCHEMA",
+    "COMMAND_SCHEMA",
     "DEADLETTER_SCHEMA",
+    "OUTCOME_SCHEMA",
     "PROCESSED_SCHEMA",
+    "REPLAY_SCHEMA",
     "RETRY_SCHEMA",
     "UPLOAD_SCHEMA",
     "AttemptRecord",
@@ -51,6 +64,9 @@ __all__ = [
     "decode_retry",
     "decode_upload",
     "encode",
+    "epoch_iso",
+    "iso",
+    "malformed_event_id",
     "original_of",
     "parse_time",
     "to_dict",

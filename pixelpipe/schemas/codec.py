@@ -12,18 +12,13 @@ import base64
 import re
 from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import orjson
 
 from pixelpipe.errors import MalformedEvent
 from pixelpipe.schemas.events import (
-    DEADLETTER_SCHEMA,
     PRIORITIES,
-    PROCESSED_SCHEMA,
-    RETRY_SCHEMA,
-    UPLOAD_SCHEMA,
     AttemptRecord,
     DeadLetter,
     ErrorInfo,
@@ -37,6 +32,13 @@ from pixelpipe.schemas.events import (
     SourceRef,
     UploadEvent,
 )
+from pixelpipe.schemas.names import (
+    DEADLETTER_SCHEMA,
+    PROCESSED_SCHEMA,
+    RETRY_SCHEMA,
+    UPLOAD_SCHEMA,
+)
+from pixelpipe.schemas.times import parse_time, utc_now_iso
 
 __all__ = [
     "decode_deadletter",
@@ -58,17 +60,6 @@ MAX_RENDITIONS = 32
 MAX_OPERATIONS = 32
 
 T = TypeVar("T")
-
-
-def utc_now_iso() -> str:
-    """Now, as ISO-8601 UTC with milliseconds and a ``Z``: the one time format on the wire."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(value: str) -> datetime:
-    """Parse an ISO-8601 time; a naive time is taken as UTC. Raises ``ValueError``."""
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- encoding

@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-UPLOAD_SCHEMA = "pixelpipe.upload/1"
-PROCESSED_SCHEMA = "pixelpipe.processed/1"
-DEADLETTER_SCHEMA = "pixelpipe.deadletter/1"
-RETRY_SCHEMA = "pixelpipe.retry/1"
+from pixelpipe.schemas.names import (
+    DEADLETTER_SCHEMA,
+    PROCESSED_SCHEMA,
+    RETRY_SCHEMA,
+    UPLOAD_SCHEMA,
+)
 
 Priority = Literal["low", "normal", "high"]
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high")
@@ -120,6 +122,22 @@ class Origin:
     topic: str
     partition: int
     offset: int
+
+    @property
+    def malformed_event_id(self) -> str:
+        """The event id of a record read here that carries none: see ``malformed_event_id``."""
+        return malformed_event_id(self.topic, self.partition, self.offset)
+
+
+def malformed_event_id(topic: str, partition: int, offset: int) -> str:
+    """The event id of a record that carries none (not JSON, no ``event_id``):
+    ``malformed:<topic>:<partition>:<offset>``.
+
+    Derived, not random: a redelivered copy of the same bad message gets the same id, so its
+    dead letter is idempotent like every other outcome, and a publisher that knows where its
+    record landed can wait for it.
+    """
+    return f"malformed:{topic}:{partition}:{offset}"
 
 
 @dataclass(frozen=True, slots=True)

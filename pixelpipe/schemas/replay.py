@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 import orjson
 
-REPLAY_SCHEMA = "pixelpipe.replay/1"
+from pixelpipe.schemas.names import REPLAY_SCHEMA
+
 Target = Literal["uploads", "retry"]
 
 

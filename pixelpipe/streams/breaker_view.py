@@ -24,7 +24,8 @@ from aiokafka import AIOKafkaConsumer
 
 from pixelpipe.config import Settings
 from pixelpipe.errors import TopicMissing
-from pixelpipe.policy.breaker import BREAKER_SCHEMA
+from pixelpipe.policy.breaker import derived_state
+from pixelpipe.schemas.names import BREAKER_SCHEMA
 from pixelpipe.streams import kafka
 from pixelpipe.streams.topics import breaker_topic
 
@@ -34,11 +35,9 @@ Decision = Literal["allow", "refuse"]
 
 
 def effective(record: dict[str, Any], now: float) -> str:
-    state = str(record.get("state", "closed"))
-    trial_at = record.get("next_trial_at")
-    if state == "open" and isinstance(trial_at, int | float) and now >= trial_at:
-        return "half_open"
-    return state
+    """The state a ``pixelpipe.breaker/1`` record means now (``policy.breaker.derived_state``:
+    an OPEN record whose trial time has come is HALF_OPEN)."""
+    return derived_state(str(record.get("state", "closed")), record.get("next_trial_at"), now)
 
 
 class BreakerView:
@@ -106,7 +105,7 @@ class BreakerView:
         if state == "half_open":
             episode = (processor, float(record.get("next_trial_at") or record.get("since") or 0))
             used = self._trials.get(episode, 0)
-            if used < self.settings.breaker_half_open_calls:
+            if used < self.settings.breaker.half_open_calls:
                 self._trials[episode] = used + 1
                 return "allow"
         return "refuse"

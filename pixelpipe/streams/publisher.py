@@ -35,12 +35,6 @@ from pixelpipe.streams import kafka
 from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.topics import dlq_topic, processed_topic, uploads_topic
 
-CONTENT_TYPES = {
-    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-    ".avif": "image/avif", ".tif": "image/tiff", ".tiff": "image/tiff", ".gif": "image/gif",
-    ".bmp": "image/bmp",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class PublishedUpload:
@@ -158,7 +152,10 @@ class Publisher:
         """Store the file's bytes and publish an upload event for them."""
         path = Path(path)
         data = await asyncio.to_thread(path.read_bytes)
-        content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        # here, not at the top: the engine (and OpenCV) loads only when a file is published
+        from pixelpipe.imaging.formats import content_type_of
+
+        content_type = content_type_of(path.suffix)
         return await self.publish_bytes(
             data, renditions, priority=priority, image_id=image_id or path.stem,
             content_type=content_type, deadline=deadline, attributes=attributes,

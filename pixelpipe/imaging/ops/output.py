@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from pixelpipe.errors import InvalidOperation
+from pixelpipe.imaging.formats import FORMAT_ALIASES, OUTPUT_FORMATS
 from pixelpipe.imaging.ops.base import Image, OpDef, Param, Params, Size
 
 __all__ = ["DEFAULT_AVIF_SPEED", "DEFAULT_PNG_COMPRESSION", "DEFAULT_QUALITY", "FORMAT", "STRIP"]
@@ -59,8 +60,7 @@ def _validate(params: Params) -> None:
 FORMAT = OpDef(
     name="format",
     params=(
-        Param("type", "choice", None, choices=("jpeg", "png", "webp", "avif"),
-              aliases={"jpg": "jpeg"}),
+        Param("type", "choice", None, choices=OUTPUT_FORMATS, aliases=FORMAT_ALIASES),
         Param("quality", "int", None, minimum=1, maximum=100),
         Param("progressive", "bool", False),
         Param("optimize", "bool", False),

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from pixelpipe.cli import main
 from pixelpipe.cli.breaker import known_processors
 from pixelpipe.config import Settings
-from pixelpipe.policy.breaker import BREAKER_SCHEMA
+from pixelpipe.schemas import BREAKER_SCHEMA
 from pixelpipe.streams.breaker_view import BreakerView
 
 
