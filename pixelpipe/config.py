@@ -33,6 +33,13 @@ edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` w
 | PIXELPIPE_BREAKER_WAIT          | 10s                         | first open wait (doubles per trip)    |
 | PIXELPIPE_BREAKER_MAX_WAIT      | 5m                          | longest open wait                     |
 | PIXELPIPE_BREAKER_HALF_OPEN_CALLS | 3                         | trial calls per worker in half-open   |
+| PIXELPIPE_DEGRADE               | on                          | off: the level stays full (kill switch)|
+| PIXELPIPE_MEMORY_BUDGET_MB      | cgroup limit, else RAM      | memory the worker + pool may use      |
+| PIXELPIPE_HEALTH_TRIGGERS       | (policy/health.py)          | e.g. ``lag_records=200:2000,cpu=0.8:1``|
+| PIXELPIPE_DEGRADE_ESCALATE      | 2                           | bad evaluations before escalating     |
+| PIXELPIPE_DEGRADE_RECOVER       | 60s                         | stable health before one level up     |
+| PIXELPIPE_DEGRADE_DWELL         | 30s                         | least time in a level before recovery |
+| PIXELPIPE_DEGRADE_QUALITY       | 70                          | quality cap from reduced_quality on   |
 """
 
 from __future__ import annotations
@@ -74,6 +81,13 @@ ENV_BREAKER_SLOW_CALL = "PIXELPIPE_BREAKER_SLOW_CALL"
 ENV_BREAKER_WAIT = "PIXELPIPE_BREAKER_WAIT"
 ENV_BREAKER_MAX_WAIT = "PIXELPIPE_BREAKER_MAX_WAIT"
 ENV_BREAKER_HALF_OPEN_CALLS = "PIXELPIPE_BREAKER_HALF_OPEN_CALLS"
+ENV_DEGRADE = "PIXELPIPE_DEGRADE"
+ENV_MEMORY_BUDGET_MB = "PIXELPIPE_MEMORY_BUDGET_MB"
+ENV_HEALTH_TRIGGERS = "PIXELPIPE_HEALTH_TRIGGERS"
+ENV_DEGRADE_ESCALATE = "PIXELPIPE_DEGRADE_ESCALATE"
+ENV_DEGRADE_RECOVER = "PIXELPIPE_DEGRADE_RECOVER"
+ENV_DEGRADE_DWELL = "PIXELPIPE_DEGRADE_DWELL"
+ENV_DEGRADE_QUALITY = "PIXELPIPE_DEGRADE_QUALITY"
 ENV_INFRA_DIR = "PIXELPIPE_INFRA_DIR"
 ENV_DEMO_PHOTOS = "PIXELPIPE_DEMO_PHOTOS"
 
@@ -103,6 +117,51 @@ class BreakerConfig:
     max_wait_s: float = 300.0
     #: trial calls per worker in half-open
     half_open_calls: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DegradeConfig:
+    """Graceful degradation's settings (the ladder is ``pixelpipe.policy.degradation``, the
+    health score ``pixelpipe.policy.health``)."""
+
+    #: the kill switch: False pins the level at ``full`` (an operator override still applies)
+    enabled: bool = True
+    #: memory the worker and its image processes may use; 0: the cgroup limit, else all RAM
+    memory_budget_mb: int = 0
+    #: overrides of the health triggers, ``name=start:saturate,...``
+    triggers: str = ""
+    escalate_after: int = 2
+    recover_after_s: float = 60.0
+    recover_margin: float = 0.1
+    min_dwell_s: float = 30.0
+    quality_cap: int = 70
+    #: how often health is sampled and the ladder evaluated
+    interval_s: float = 1.0
+
+    def trigger_overrides(self) -> dict[str, tuple[float, float]]:
+        """``triggers`` parsed: signal -> (start, saturate)."""
+        out: dict[str, tuple[float, float]] = {}
+        for item in self.triggers.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, _, bounds = item.partition("=")
+            start, _, saturate = bounds.partition(":")
+            try:
+                out[name.strip()] = (float(start), float(saturate))
+            except ValueError:
+                raise ConfigError(
+                    f"{ENV_HEALTH_TRIGGERS}: {item!r} is not name=start:saturate") from None
+        return out
+
+
+def parse_switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"not on/off: {text!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +197,8 @@ class Settings:
     faults: str = ""
     #: circuit breaker settings (``PIXELPIPE_BREAKER_*``), see ``BreakerConfig``
     breaker: BreakerConfig = BreakerConfig()
+    #: graceful degradation (``PIXELPIPE_DEGRADE*``, health triggers), see ``DegradeConfig``
+    degrade: DegradeConfig = DegradeConfig()
 
     def __post_init__(self) -> None:
         if self.max_inflight <= 0:
@@ -200,6 +261,12 @@ class Settings:
             _read(env, name, breaker, key, kind)
         if breaker:
             values["breaker"] = BreakerConfig(**breaker)
+        degrade: dict[str, Any] = {}
+        for name, key, kind in _DEGRADE_ENV:
+            _read(env, name, degrade, key, kind)
+        if degrade:
+            values["degrade"] = DegradeConfig(**degrade)
+            values["degrade"].trigger_overrides()  # a bad spec fails at start-up, not later
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():
             if key not in known:
@@ -287,6 +354,17 @@ def parse_tiers(text: str) -> tuple[tuple[str, float], ...]:
         raise ValueError(f"retry tiers must be positive and growing: {text!r}")
     return tuple(tiers)
 
+
+#: the ``PIXELPIPE_DEGRADE*`` variables: (variable, ``DegradeConfig`` field, parser)
+_DEGRADE_ENV: tuple[tuple[str, str, Any], ...] = (
+    (ENV_DEGRADE, "enabled", parse_switch),
+    (ENV_MEMORY_BUDGET_MB, "memory_budget_mb", int),
+    (ENV_HEALTH_TRIGGERS, "triggers", str),
+    (ENV_DEGRADE_ESCALATE, "escalate_after", int),
+    (ENV_DEGRADE_RECOVER, "recover_after_s", parse_duration),
+    (ENV_DEGRADE_DWELL, "min_dwell_s", parse_duration),
+    (ENV_DEGRADE_QUALITY, "quality_cap", int),
+)
 
 #: the ``PIXELPIPE_BREAKER_*`` variables: (variable, ``BreakerConfig`` field, parser)
 _BREAKER_ENV: tuple[tuple[str, str, Any], ...] = (

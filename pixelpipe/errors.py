@@ -20,6 +20,7 @@ first, with ``raise ... from exc``.
     │   ├── WorkerCrashed               worker_crashed      pool process died (OOM, signal)
     │   └── StorageUnavailable          storage_unavailable I/O error writing outputs
     ├── BreakerOpen                     breaker_open        deferred; does not spend an attempt
+    │   └── Overloaded                  overloaded          deferred by the degradation ladder
     ├── Terminal                        routing verdicts, never raised by processors
     │   ├── RetriesExhausted            retries_exhausted
     │   └── DeadlineExceeded            deadline_exceeded
@@ -60,6 +61,7 @@ __all__ = [
     "MalformedEvent",
     "OperationalError",
     "OutcomeTimeout",
+    "Overloaded",
     "PixelpipeError",
     "ProcessingTimeout",
     "ReplayRefused",
@@ -171,6 +173,13 @@ class BreakerOpen(PixelpipeError):
     retryable = True
 
 
+class Overloaded(BreakerOpen):
+    """Deferred by the degradation ladder (``cached_only`` with nothing cached, or a ``low``
+    priority upload from ``basic`` on): routed like an open breaker, no attempt spent."""
+
+    code = "overloaded"
+
+
 class Terminal(PixelpipeError):
     """A routing verdict: the event is dead-lettered with this code."""
 
@@ -249,6 +258,7 @@ ERROR_CLASSES: dict[str, type[PixelpipeError]] = {
         WorkerCrashed,
         StorageUnavailable,
         BreakerOpen,
+        Overloaded,
         RetriesExhausted,
         DeadlineExceeded,
     )

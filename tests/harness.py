@@ -220,3 +220,108 @@ def consume_all(
         return records
 
     return asyncio.run(read())
+
+
+# --------------------------------------------------------------------------- waiting on conditions
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
+               interval: float = 0.2) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned), or fail after
+    ``timeout`` seconds naming ``what``: synchronisation on a condition, not on a sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_to_end(bootstrap: str, topics: Sequence[str], timeout: float = 30.0) -> list[Any]:
+    """Every record of ``topics`` from the beginning up to their end as of this call (a missing
+    topic has none). Deterministic where ``consume_all`` waits a fixed time: use it to check
+    what is, or is not, on a topic once the thing that would have written it is done."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    async def read() -> list[Any]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            existing = [topic for topic in topics if topic in await consumer.topics()]
+            if not existing:
+                return []
+            consumer.subscribe(existing)  # no group: every partition of each, from the start
+            deadline = time.monotonic() + timeout
+            while {tp.topic for tp in consumer.assignment()} != set(existing):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no assignment of {existing} in {timeout} s")
+                await consumer.getmany(timeout_ms=100)  # nothing is fetched before it
+            parts = sorted(consumer.assignment())
+            await consumer.seek_to_beginning(*parts)
+            ends = await consumer.end_offsets(parts)
+            records: list[Any] = []
+
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < ends[tp] for tp in parts])
+
+            while await behind():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"could not read {existing} to the end in {timeout} s")
+                for tp, items in (await consumer.getmany(timeout_ms=200)).items():
+                    records.extend(r for r in items if r.offset < ends[tp])
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def wait_for_records(
+    bootstrap: str, topics: Sequence[str], until: Callable[[list[Any]], Any], *,
+    timeout: float = 60.0, what: str = "records",
+) -> list[Any]:
+    """Read ``topics`` from the beginning until ``until(records)`` is truthy and return the
+    records read so far; fail after ``timeout`` seconds naming ``what``. Unlike
+    ``consume_all`` it returns as soon as the condition holds and never passes on a timeout."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    async def read() -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+            enable_auto_commit=False, fetch_max_wait_ms=100,
+        )
+        await consumer.start()
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while not until(records):
+                if time.monotonic() >= deadline:
+                    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; "
+                                         f"{len(records)} record(s) read")
+                for items in (await consumer.getmany(timeout_ms=100)).values():
+                    records.extend(items)
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(read())
+
+
+def event_ids_on(bootstrap: str, topics: Sequence[str]) -> dict[str, list[str]]:
+    """topic -> the ``event_id`` of each of its records (to the end as of now), in order."""
+    out: dict[str, list[str]] = {topic: [] for topic in topics}
+    for record in read_to_end(bootstrap, topics):
+        try:
+            event_id = orjson.loads(record.value).get("event_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        out[record.topic].append(event_id)
+    return out
+

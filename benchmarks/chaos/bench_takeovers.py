@@ -56,8 +56,9 @@ def main() -> int:
         "",
         f"Run {started} on {platform.machine()}, {platform.python_version()}. Each round "
         f"publishes {args.per_round} uploads (small crops of the shared photos, every "
-        f"{40}th truncated on purpose), waits until the current worker is part-way through "
-        "them, then does one action, cycling through "
+        f"{40}th truncated on purpose): half, then, once the current worker is part-way "
+        "through them, the other half around one action, so every kill, join and leave lands "
+        "with uploads fetched and in flight. Actions cycle through "
         f"{', '.join(ACTIONS)}. Workers run with `{DRILL_ENV}` so several uploads are "
         "fetched and in flight at every kill. Outcomes are read from the processed and "
         "dead-letter topics for every published event id; lag is the uploads group's log end "

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -30,9 +31,13 @@ FLUSH_S = 0.5
 
 class TelemetryReporter:
     def __init__(
-        self, topic: Any | None, slow_call_s: float = BreakerConfig().slow_call_s
+        self, topic: Any | None, slow_call_s: float = BreakerConfig().slow_call_s,
+        on_call: Callable[[bool], None] | None = None,
     ) -> None:
+        """``on_call(ok)``: told of every processor call reported (the health score's error
+        ratio); input errors and deferrals are never reported, so never counted."""
         self.topic = topic
+        self.on_call = on_call
         self.slow_call_s = slow_call_s
         #: processor -> [calls, slow calls, longest ms] of successes not yet sent
         self._pending: dict[str, list[float]] = {}
@@ -41,6 +46,8 @@ class TelemetryReporter:
     async def report(
         self, processor: str, *, ok: bool, code: str | None = None, duration_ms: float = 0.0
     ) -> None:
+        if self.on_call is not None:
+            self.on_call(ok)
         if self.topic is None:
             return
         if not ok:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pixelpipe.agents.degraded_outputs import find_cached, original_as_rendition
 from pixelpipe.agents.faults import FaultInjector
 from pixelpipe.agents.telemetry import TelemetryReporter
 from pixelpipe.errors import (
@@ -24,6 +25,7 @@ from pixelpipe.errors import (
     ChecksumMismatch,
     ImageTooLarge,
     InternalError,
+    Overloaded,
     PixelpipeError,
 )
 from pixelpipe.imaging import (
@@ -36,6 +38,14 @@ from pixelpipe.imaging import (
 )
 from pixelpipe.imaging import resolve_rendition as resolve_operations
 from pixelpipe.imaging.formats import output_extension
+from pixelpipe.policy.degradation import (
+    DEFER,
+    QUALITY_CAP,
+    Level,
+    for_priority,
+    plan_for_level,
+    worse_of,
+)
 from pixelpipe.policy.gate import NOT_PROCESSORS, gate, processors_of
 from pixelpipe.schemas import (
     Origin,
@@ -77,13 +87,18 @@ class UploadProcessor:
         self, store: LocalBlobStore, pool: ImagePool, limits: Limits,
         faults: FaultInjector | None = None, breakers: BreakerView | None = None,
         reporter: TelemetryReporter | None = None,
+        levels: Callable[[], tuple[Level, bool]] | None = None, quality_cap: int = QUALITY_CAP,
     ) -> None:
+        """``levels``: the service level to serve at now, and whether an operator forced it
+        (``ServiceLevel.current``); None: always ``full``."""
         self.store = store
         self.pool = pool
         self.limits = limits
         self.faults = faults or FaultInjector()
         self.breakers = breakers
         self.reporter = reporter or TelemetryReporter(None)
+        self.levels = levels
+        self.quality_cap = quality_cap
         self._started = False
         self._starting = asyncio.Lock()
 
@@ -109,8 +124,9 @@ class UploadProcessor:
             upload = decode_upload(raw)
             # Validate every rendition (cheap, pure) before touching the source or the CPU.
             plans = [(r, resolve_operations(r.preset, _operations(r))) for r in upload.renditions]
+            level = self._level_for(upload)
             source_path = await self._check_source(upload)
-            results = await self._render_all(upload, source_path, plans)
+            results = await self._render_all(upload, source_path, plans, level)
         except PixelpipeError as error:
             return self._failed(raw, upload, error, origin)
         except Exception as exc:  # a bug below us: route it (retryable) with the evidence
@@ -130,8 +146,21 @@ class UploadProcessor:
                 processing_ms=round((time.perf_counter() - started) * 1000, 3),
                 completed_at=utc_now_iso(),
                 attributes=upload.attributes,
+                level=level,
             )
         )
+
+    def _level_for(self, upload: UploadEvent) -> Level:
+        """The level this upload is served at; ``Overloaded`` (a deferral) for a ``low``
+        priority upload from ``basic`` on."""
+        if self.levels is None:
+            return "full"
+        level, forced = self.levels()
+        served = for_priority(level, upload.priority, forced=forced)
+        if served == DEFER:
+            raise Overloaded(f"deferred at service level {level} (priority {upload.priority})",
+                             processor="degrade")
+        return served  # type: ignore[return-value]
 
     # ----------------------------------------------------------------- steps
 
@@ -163,10 +192,10 @@ class UploadProcessor:
 
     async def _render_all(
         self, upload: UploadEvent, source: Path,
-        plans: Sequence[tuple[RenditionRequest, Sequence[Operation]]],
+        plans: Sequence[tuple[RenditionRequest, Sequence[Operation]]], level: Level = "full",
     ) -> list[RenditionResult]:
         outcomes = await asyncio.gather(
-            *(self._render_one(upload, source, r, ops) for r, ops in plans),
+            *(self._render_one(upload, source, r, ops, level) for r, ops in plans),
             return_exceptions=True,
         )
         for outcome in outcomes:
@@ -176,9 +205,21 @@ class UploadProcessor:
 
     async def _render_one(
         self, upload: UploadEvent, source: Path, rendition: RenditionRequest,
-        operations: Sequence[Operation],
+        operations: Sequence[Operation], level: Level = "full",
     ) -> RenditionResult:
-        plan = gate(rendition, operations, self._decide, parse_operation)
+        at_level = plan_for_level(level, rendition, operations, parse_operation,
+                                  quality_cap=self.quality_cap)
+        if at_level.action == "original":
+            return await asyncio.to_thread(original_as_rendition, upload, source, rendition)
+        if at_level.action == "cached_or_defer":
+            cached = await asyncio.to_thread(
+                find_cached, self.store, upload, rendition, operations, self.quality_cap)
+            if cached is None:
+                raise Overloaded(f"service level {level}: no stored output of rendition "
+                                 f"{rendition.name!r} yet", processor="degrade")
+            return cached
+        plan = gate(rendition, at_level.operations, self._decide, parse_operation)
+        degraded = worse_of(at_level.degraded, plan.degraded)
         try:
             if self.faults.active:
                 for name in processors_of(plan.operations)[:-1]:  # store is checked below
@@ -190,7 +231,7 @@ class UploadProcessor:
             await self._report_failure(error)
             raise
         await self._report_success(result)
-        key = output_key(upload.source.sha256, canonical_spec(plan.operations), plan.degraded)
+        key = output_key(upload.source.sha256, canonical_spec(plan.operations), degraded)
         began = time.perf_counter()
         try:
             self.faults.check("store")
@@ -211,8 +252,8 @@ class UploadProcessor:
             width=result.width,
             height=result.height,
             format=result.format,
-            degraded=plan.degraded,
-            skipped=tuple(plan.skipped) + tuple(result.skipped),
+            degraded=degraded,
+            skipped=tuple(at_level.skipped) + tuple(plan.skipped) + tuple(result.skipped),
         )
 
     def _decide(self, processor: str) -> str:

@@ -119,6 +119,10 @@ class UploadFeed:
         self.consumer: AIOKafkaConsumer | None = None
         self.joined = False
         self._capacity = asyncio.Event()
+        #: per partition: the offset after the last record handed out (for lag)
+        self._next_offset: dict[TopicPartition, int] = {}
+        #: record timestamps (ms) of what is handed out and not settled (for lag in seconds)
+        self._timestamps: dict[Ticket[TopicPartition], int] = {}
         self._commit_lock = asyncio.Lock()
 
     # ------------------------------------------------------------ agent side
@@ -132,11 +136,13 @@ class UploadFeed:
 
     def settled(self, handoff: Handoff) -> None:
         """The outcome of ``handoff`` is acknowledged by Kafka: its offset may be committed."""
+        self._timestamps.pop(handoff.ticket, None)
         if not self.ledger.finish(handoff.ticket):
             self._stale(handoff.ticket, "revoked while it ran; the new owner redoes it")
         self._capacity.set()
 
     def _stale(self, ticket: Ticket[TopicPartition], why: str) -> None:
+        self._timestamps.pop(ticket, None)
         metrics.UPLOADS_DROPPED.labels("revoked").inc()
         tp = ticket.partition
         log.warning("upload %s[%d]@%d not settled here: %s", tp.topic, tp.partition,
@@ -182,6 +188,9 @@ class UploadFeed:
                 ticket = self.ledger.track(tp, record.offset, self.clock())
                 if ticket is None:
                     continue  # fetched across a revoke or a re-seek: read again later
+                self._next_offset[tp] = record.offset + 1
+                if record.timestamp is not None and record.timestamp >= 0:
+                    self._timestamps[ticket] = record.timestamp
                 await self.channel.put(Handoff(record, ticket))
         metrics.UPLOADS_IN_FLIGHT.set(self.ledger.in_flight())
 
@@ -292,6 +301,23 @@ class UploadFeed:
                 consumer.seek(tp, head)
         if stalls:
             self._capacity.set()
+
+    def lag(self, now: float) -> tuple[int, float]:
+        """(records, seconds) behind over the partitions this worker owns: records not yet
+        settled plus those not yet fetched (log end from the last fetch), and the age of the
+        oldest record handed out and not settled (``now`` is wall-clock seconds)."""
+        for ticket in [t for t in self._timestamps if not self.ledger.is_current(t)]:
+            del self._timestamps[ticket]  # revoked or re-read meanwhile
+        behind = self.ledger.in_flight()
+        consumer = self.consumer
+        if consumer is not None:
+            for tp in self.ledger.partitions:
+                end = consumer.highwater(tp)
+                fetched = self._next_offset.get(tp)
+                if end is not None and fetched is not None:
+                    behind += max(0, end - fetched)
+        oldest = min(self._timestamps.values(), default=None)
+        return behind, 0.0 if oldest is None else max(0.0, now - oldest / 1000)
 
     def status(self) -> dict[str, Any]:
         return {

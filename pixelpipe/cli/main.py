@@ -58,7 +58,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     """pixelpipe: a fault-tolerant image-processing pipeline on Apache Kafka.
 
     Publish uploads, run workers, consume processed images, inspect and replay dead letters,
-    see and override circuit breakers. Configuration comes from PIXELPIPE_* environment
+    see and override circuit breakers and the degradation level. Configuration comes from PIXELPIPE_* environment
     variables (see the README); --broker overrides PIXELPIPE_KAFKA.
     """
     set_debug(debug)
@@ -337,9 +337,11 @@ def demo(keep_running: bool, photos: Path | None, broker: str | None) -> None:
 
 def _register_subcommands() -> None:
     from pixelpipe.cli.breaker import breaker
+    from pixelpipe.cli.degrade import degrade
     from pixelpipe.cli.dlq import dlq
 
     main.add_command(breaker)
+    main.add_command(degrade)
     main.add_command(dlq)
 
 

@@ -106,6 +106,9 @@ class ImagePool:
         if task_timeout_s <= 0:
             raise ValueError("task_timeout_s must be positive")
         raise_ceiling(limits)
+        #: renders submitted through ``run`` and not finished (running or queued): the
+        #: worker's pool-saturation signal
+        self.pending = 0
         self.workers = workers or _default_workers()
         self.task_timeout_s = task_timeout_s
         self._pool = pebble.ProcessPool(
@@ -144,6 +147,7 @@ class ImagePool:
         Cancelling the awaiting task cancels the render (pebble stops its process).
         """
         future = self.submit(source_path, operations, limits)
+        self.pending += 1
         try:
             return await asyncio.wrap_future(future)
         except PixelpipeError:
@@ -162,6 +166,8 @@ class ImagePool:
             raise
         except Exception as exc:
             raise InternalError(f"pool: {type(exc).__name__}: {exc}", processor="pool") from exc
+        finally:
+            self.pending -= 1
 
     async def warm_up(self) -> None:
         """Start the processes now (spawn, initializer, ``import cv2``: about a second each),

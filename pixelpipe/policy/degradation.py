@@ -141,6 +141,13 @@ class Ladder:
         return change
 
 
+def worse_of(a: str | None, b: str | None) -> str | None:
+    """The worse of two ``degraded`` marks (None: full quality)."""
+    def order(mark: str | None) -> int:
+        return LEVELS.index(mark) if mark in LEVELS else 0
+    return a if order(a) >= order(b) and a is not None else b
+
+
 def for_priority(level: Level, priority: str, *, forced: bool = False) -> Level | str:
     """The level one upload of ``priority`` is served at, or ``DEFER`` (retry tiers, no
     attempt spent). ``forced``: the level comes from an operator override."""

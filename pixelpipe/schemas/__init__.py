@@ -31,6 +31,7 @@ from pixelpipe.schemas.events import (
 from pixelpipe.schemas.names import (
     BREAKER_SCHEMA,
     COMMAND_SCHEMA,
+    CONTROL_SCHEMA,
     DEADLETTER_SCHEMA,
     OUTCOME_SCHEMA,
     PROCESSED_SCHEMA,
@@ -43,6 +44,7 @@ from pixelpipe.schemas.times import epoch_iso, iso
 __all__ = [
     "BREAKER_SCHEMA",
     "COMMAND_SCHEMA",
+    "CONTROL_SCHEMA",
     "DEADLETTER_SCHEMA",
     "OUTCOME_SCHEMA",
     "PROCESSED_SCHEMA",

@@ -280,6 +280,7 @@ def decode_processed(raw: bytes | None) -> ProcessedEvent:
         processing_ms=float(processing_ms),
         completed_at=_field(data, "completed_at", str),
         attributes=_opt(data, "attributes", dict) or {},
+        level=_opt(data, "level", str) or "full",  # absent in events from before issue 10
     )
 
 

@@ -92,6 +92,9 @@ class ProcessedEvent:
     processing_ms: float
     completed_at: str
     attributes: dict[str, Any] = field(default_factory=dict)
+    #: the service level the worker served it at (``full`` ... ``emergency``); each rendition
+    #: says in ``degraded`` whether (and how) it was served below ``full``
+    level: str = "full"
     schema: str = PROCESSED_SCHEMA
 
 

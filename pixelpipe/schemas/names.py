@@ -25,9 +25,13 @@ COMMAND_SCHEMA: Final = "pixelpipe.breaker-command/1"
 BREAKER_SCHEMA: Final = "pixelpipe.breaker/1"
 #: ``<prefix>.dlq.replays`` (compacted): the replay ledger (``schemas.replay``)
 REPLAY_SCHEMA: Final = "pixelpipe.replay/1"
+#: ``<prefix>.control`` (compacted): an operator's control, e.g. the degradation override
+#: (``streams.control``)
+CONTROL_SCHEMA: Final = "pixelpipe.control/1"
 
 ALL_SCHEMAS: Final = (UPLOAD_SCHEMA, PROCESSED_SCHEMA, DEADLETTER_SCHEMA, RETRY_SCHEMA,
-                      OUTCOME_SCHEMA, COMMAND_SCHEMA, BREAKER_SCHEMA, REPLAY_SCHEMA)
+                      OUTCOME_SCHEMA, COMMAND_SCHEMA, BREAKER_SCHEMA, REPLAY_SCHEMA,
+                      CONTROL_SCHEMA)
 
 
 def schema_file(name: str) -> str:

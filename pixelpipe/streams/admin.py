@@ -103,3 +103,14 @@ async def declare_replay_ledger(settings: Settings, *, timeout_s: float = 30.0) 
         [TopicSpec(dlq_replays_topic(settings.topic_prefix), 1, compacted=True)],
         timeout_s=timeout_s,
     )
+
+
+async def declare_control_topic(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+    """Create the compacted control topic when missing (``control_topic``), shaped as the
+    workers declare it: ``pixelpipe degrade`` may run before any worker has started, and a
+    topic auto-created by the broker would be neither compacted nor single-partition."""
+    from pixelpipe.streams.topics import control_topic
+
+    spec, = (s for s in pipeline_topic_specs(settings.topic_prefix, settings.upload_partitions)
+             if s.name == control_topic(settings.topic_prefix))
+    return await ensure_topics(settings, [spec], timeout_s=timeout_s)

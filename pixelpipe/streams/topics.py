@@ -2,7 +2,7 @@
 
 The default names are a contract (ARCHITECTURE.md section 2): ``pixelpipe.uploads``,
 ``pixelpipe.processed``, ``pixelpipe.retry.<tier>``, ``pixelpipe.dlq``, ``pixelpipe.outcomes``,
-``pixelpipe.breaker``, ``pixelpipe.alerts``.
+``pixelpipe.breaker``, ``pixelpipe.alerts``, ``pixelpipe.control``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ def alerts_topic(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}.alerts"
 
 
+def control_topic(prefix: str = DEFAULT_PREFIX) -> str:
+    """The compacted operator controls every worker follows (``pixelpipe degrade``)."""
+    return f"{prefix}.control"
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     """A topic the app declares at start-up when missing (existing topics are never altered)."""
@@ -72,4 +77,7 @@ def pipeline_topic_specs(
         TopicSpec(outcomes_topic(prefix), 1, retention_ms=24 * 3600 * 1000),
         # The latest state per processor, forever: compacted.
         TopicSpec(breaker_topic(prefix), 1, compacted=True),
+        # The operator's degradation override (one record per control key), read from the
+        # beginning by every worker: one partition, compacted.
+        TopicSpec(control_topic(prefix), 1, compacted=True),
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import PipelineEnv, consume_all, json_lines
+from harness import PipelineEnv, consume_all, json_lines, read_to_end, wait_for_records
 from images import mixed_images
 
 from pixelpipe.policy.replay_plan import plan_replay, replay_message
@@ -53,8 +53,9 @@ NO_BREAKER = {"PIXELPIPE_BREAKER_MIN_CALLS": "1000000"}
 COUNTS = {"malformed_event": 70, "invalid_operation": 70, "unsupported_format": 60}
 
 
-def records_of(pipeline: PipelineEnv, topic: str, seconds: float = 3) -> list[Any]:
-    return consume_all(pipeline.bootstrap, [topic], done=lambda r: False, timeout=seconds)
+def records_of(pipeline: PipelineEnv, topic: str) -> list[Any]:
+    """Every record on ``topic`` up to its end now (not whatever a fixed 3 s read found)."""
+    return read_to_end(pipeline.bootstrap, [topic])
 
 
 def upload_ids(pipeline: PipelineEnv) -> Counter[tuple[str, int]]:
@@ -326,12 +327,22 @@ def test_a_replay_killed_mid_way_and_run_again_replays_each_letter_exactly_once(
     pipeline: PipelineEnv,
 ) -> None:
     ids = asyncio.run(write_letters(pipeline, 60))
-    # Given a replay at 20/s, killed -9 after about a second
-    process = subprocess.Popen([sys.executable, "-m", "pixelpipe", "dlq", "replay", "--rate", "20"],
+    # Given a replay at 10/s (6 s for all 60), killed -9 as soon as the ledger shows 10
+    # letters replayed: mid-way whatever the start-up time of the command
+    process = subprocess.Popen([sys.executable, "-m", "pixelpipe", "dlq", "replay", "--rate", "10"],
                                env=pipeline.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(2.5)
-    process.send_signal(signal.SIGKILL)
-    process.wait(10)
+
+    def published(records: list[Any]) -> int:
+        return len({r.key for r in records if orjson.loads(r.value)["state"] == "published"})
+
+    try:
+        wait_for_records(pipeline.bootstrap, [dlq_replays_topic(pipeline.prefix)],
+                         lambda rs: published(rs) >= 10, timeout=60,
+                         what="10 replayed letters on the ledger")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    assert process.returncode == -signal.SIGKILL  # killed mid-run, not finished
     stats = orjson.loads(pipeline.cli("dlq", "stats", "--json").stdout)
     done = stats["replayed"] + stats["by_status"]["in_doubt"]
     assert 0 < done < 60, stats

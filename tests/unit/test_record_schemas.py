@@ -3,8 +3,9 @@
 The records are made by the code paths that write them (no hand-written dicts): the outcome
 telemetry by ``TelemetryReporter`` sending to a fake topic, the breaker state by
 ``policy.breaker.status_record`` after real transitions, the breaker command by
-``streams.breaker_client.command_record`` (what ``pixelpipe breaker open`` sends), and the
-replay ledger by ``ReplayRecord.encode`` in both of its states. Each schema also refuses one
+``streams.breaker_client.command_record`` (what ``pixelpipe breaker open`` sends), the
+degradation override by ``streams.control.degrade_record`` (what ``pixelpipe degrade`` sends),
+and the replay ledger by ``ReplayRecord.encode`` in both of its states. Each schema also refuses one
 record that breaks its contract. No broker.
 """
 
@@ -25,9 +26,11 @@ import pixelpipe.agents.breaker as breaker_agent
 from pixelpipe.agents.telemetry import TelemetryReporter
 from pixelpipe.config import BreakerConfig
 from pixelpipe.policy.breaker import COMMANDS, Breaker, command, record, status_record
+from pixelpipe.policy.degradation import LEVELS
 from pixelpipe.schemas import (
     BREAKER_SCHEMA,
     COMMAND_SCHEMA,
+    CONTROL_SCHEMA,
     OUTCOME_SCHEMA,
     REPLAY_SCHEMA,
     parse_time,
@@ -36,6 +39,7 @@ from pixelpipe.schemas import (
 from pixelpipe.schemas.names import ALL_SCHEMAS, schema_file
 from pixelpipe.schemas.replay import ReplayRecord, decode_replay_record
 from pixelpipe.streams.breaker_client import command_record
+from pixelpipe.streams.control import degrade_record
 
 CONFIG = BreakerConfig(window_s=10, min_calls=4, failure_rate=0.5, slow_rate=0.8,
                        slow_call_s=1.0, wait_s=5, max_wait_s=60, half_open_calls=2)
@@ -214,3 +218,32 @@ def test_the_replay_schema_refuses_a_published_record_without_its_offset() -> No
     published = wire(replay_records()[1].encode())
     with pytest.raises(ValidationError):
         validator(REPLAY_SCHEMA).validate({**published, "offset": None})
+
+
+# --------------------------------------------------------------------------- control
+
+
+@pytest.mark.parametrize("level", [*LEVELS, None])
+@pytest.mark.parametrize("until", [None, 1_900_000_000.5])
+def test_the_degrade_overrides_the_cli_sends_match_their_schema(
+    level: Any, until: float | None
+) -> None:
+    if level is None and until is not None:
+        with pytest.raises(ValueError, match="auto has no end time"):
+            degrade_record(level, until=until)
+        return
+    message = degrade_record(level, until=until, reason="load test")
+    body = wire(orjson.dumps(message))
+    check(CONTROL_SCHEMA, body)
+    assert body["kind"] == "degrade" and body["level"] == level and body["until"] == until
+    assert "@" in body["by"] and body["at"] <= utc_now_iso()
+
+
+def test_the_control_schema_refuses_an_unknown_level() -> None:
+    message = wire(orjson.dumps(degrade_record("basic", until=None, by="op@host")))
+    with pytest.raises(ValidationError):
+        validator(CONTROL_SCHEMA).validate({**message, "level": "degraded"})
+    with pytest.raises(ValidationError):
+        validator(CONTROL_SCHEMA).validate({**message, "until": "tomorrow"})
+    with pytest.raises(ValueError, match="unknown degradation level"):
+        degrade_record("degraded", until=None)  # type: ignore[arg-type]

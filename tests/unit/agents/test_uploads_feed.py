@@ -26,6 +26,7 @@ class Record:
     partition: int
     offset: int
     value: bytes = b"{}"
+    timestamp: int = 1_000_000  # ms
 
 
 class FakeConsumer:
@@ -153,6 +154,24 @@ async def test_records_of_a_partition_not_owned_are_not_handed_out() -> None:
     feed.on_assigned({TP0})
     await feed._step(consumer)  # type: ignore[arg-type]
     assert channel.handed == []
+
+
+async def test_lag_counts_unsettled_and_unfetched_records_and_the_oldest_age() -> None:
+    feed, consumer, channel = make_feed([{TP0: [Record(TOPIC, 0, 0, timestamp=10_000),
+                                                Record(TOPIC, 0, 1, timestamp=20_000)]}])
+    consumer.highwater = lambda tp: 10 if tp == TP0 else None  # type: ignore[attr-defined]
+    feed.on_assigned({TP0, TP1})
+    await feed._step(consumer)  # type: ignore[arg-type]
+    # 2 handed out and unsettled, 8 more in the log (10 - next offset 2); oldest is 10 s old
+    assert feed.lag(now=20.0) == (10, 10.0)
+    first, second = channel.handed
+    settle(feed, first)
+    assert feed.lag(now=20.0) == (9, 0.0)  # the oldest unsettled now is the 20 s one
+    assert feed.lag(now=25.0) == (9, 5.0)
+    assert second.ticket in feed._timestamps
+    feed.ledger.revoke({TP0, TP1})  # (the feed's own revoke also drains, tested above)
+    assert feed.lag(now=25.0) == (0, 0.0)  # nothing owned, nothing behind
+    assert not feed._timestamps  # forgotten, not leaked
 
 
 def test_status_names_the_group_and_assignment() -> None:

@@ -1,0 +1,55 @@
+"""Renditions served without rendering, for the ``cached_only`` and ``emergency`` levels.
+
+- ``find_cached``: an output already stored for the same source and rendition, at ``full``,
+  ``reduced_quality`` or ``basic`` (the best found wins), found by the same content-addressed
+  key the render would have written. Its ``degraded`` mark is the level it was made at.
+- ``original_as_rendition``: the source itself, marked ``emergency`` (no pixels touched).
+
+Both run in a thread (file reads); neither decodes an image, only reads its header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pixelpipe.imaging import Operation, canonical_spec, parse_operation
+from pixelpipe.imaging.formats import probe
+from pixelpipe.policy.degradation import Level, plan_for_level
+from pixelpipe.schemas import RenditionRequest, RenditionResult, UploadEvent
+from pixelpipe.storage.local import LocalBlobStore, output_key
+
+#: levels whose stored outputs ``cached_only`` may serve, best first
+SERVABLE: tuple[Level, ...] = ("full", "reduced_quality", "basic")
+
+
+def find_cached(
+    store: LocalBlobStore, upload: UploadEvent, rendition: RenditionRequest,
+    operations: Sequence[Operation], quality_cap: int,
+) -> RenditionResult | None:
+    for level in SERVABLE:
+        plan = plan_for_level(level, rendition, operations, parse_operation,
+                              quality_cap=quality_cap)
+        key = output_key(upload.source.sha256, canonical_spec(plan.operations), plan.degraded)
+        stored = store.find_output(key)
+        if stored is None:
+            continue
+        header = probe(stored.path.read_bytes())
+        return RenditionResult(
+            name=rendition.name, uri=stored.uri, sha256=stored.sha256, size=stored.size,
+            width=header.width, height=header.height, format=header.format,
+            degraded=plan.degraded, skipped=plan.skipped,
+        )
+    return None
+
+
+def original_as_rendition(
+    upload: UploadEvent, source: Path, rendition: RenditionRequest,
+) -> RenditionResult:
+    header = probe(source.read_bytes())
+    return RenditionResult(
+        name=rendition.name, uri=upload.source.uri, sha256=upload.source.sha256,
+        size=upload.source.size, width=header.width, height=header.height,
+        format=header.format, degraded="emergency",
+        skipped=tuple(str(op) for op in rendition.operations or ()) or (rendition.preset or "",),
+    )
