@@ -69,6 +69,24 @@ RECORDS_UNDECODABLE = Counter(
     registry=REGISTRY,
 )
 
+HEALTH = Gauge(
+    "pixelpipe_health",
+    "This worker's health: 1 - the worst smoothed pressure (1 healthy, 0 saturated).",
+    registry=REGISTRY,
+)
+PRESSURE = Gauge(
+    "pixelpipe_pressure",
+    "Smoothed pressure of each health signal, in [0, 1].",
+    ["signal"],
+    registry=REGISTRY,
+)
+LEVEL = Gauge(
+    "pixelpipe_service_level",
+    "1 for the service level this worker serves at now (full ... emergency), 0 for the others.",
+    ["level"],
+    registry=REGISTRY,
+)
+
 
 def exposition() -> bytes:
     return generate_latest(REGISTRY)

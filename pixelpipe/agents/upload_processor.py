@@ -59,6 +59,7 @@ from pixelpipe.schemas import (
 )
 from pixelpipe.storage.local import LocalBlobStore, output_key, sha256_file
 from pixelpipe.streams.breaker_view import BreakerView
+from pixelpipe.streams.control import ControlView
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class UploadProcessor:
         faults: FaultInjector | None = None, breakers: BreakerView | None = None,
         reporter: TelemetryReporter | None = None,
         levels: Callable[[], tuple[Level, bool]] | None = None, quality_cap: int = QUALITY_CAP,
+        control: ControlView | None = None,
     ) -> None:
         """``levels``: the service level to serve at now, and whether an operator forced it
         (``ServiceLevel.current``); None: always ``full``."""
@@ -99,6 +101,7 @@ class UploadProcessor:
         self.reporter = reporter or TelemetryReporter(None)
         self.levels = levels
         self.quality_cap = quality_cap
+        self.control = control
         self._started = False
         self._starting = asyncio.Lock()
 
@@ -110,6 +113,8 @@ class UploadProcessor:
             await self.pool.warm_up()
             if self.breakers is not None:
                 await self.breakers.start()
+            if self.control is not None:  # an operator's override holds from the first upload
+                await self.control.start()
             self._started = True
 
     async def process(self, raw: bytes | None, origin: Origin, *, attempts: int = 1) -> AttemptResult:

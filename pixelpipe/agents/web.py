@@ -14,6 +14,7 @@ import faust
 
 from pixelpipe.agents import metrics
 from pixelpipe.agents.retry import RetryScheduler
+from pixelpipe.agents.service_level import ServiceLevel
 from pixelpipe.agents.uploads_feed import UploadFeed
 from pixelpipe.config import Settings
 from pixelpipe.streams.breaker_view import BreakerView
@@ -24,6 +25,7 @@ _STARTED = time.time()
 def register_web_views(
     app: faust.App, settings: Settings, scheduler: RetryScheduler,
     breakers: BreakerView | None = None, feed: UploadFeed | None = None,
+    service: ServiceLevel | None = None,
 ) -> None:
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
@@ -60,6 +62,7 @@ def register_web_views(
                 "max_inflight": settings.max_inflight,
                 "assignment": assignment,
                 "uploads": feed.status() if feed else None,
+                "service": service.status() if service else None,
                 "retry": {
                     "tiers": [name for name, _ in settings.retry_tiers],
                     "waiting": scheduler.waiting,

@@ -16,6 +16,7 @@ from pixelpipe.agents.delivery import AttemptRouter
 from pixelpipe.agents.faults import FaultInjector
 from pixelpipe.agents.process import register_process_agent
 from pixelpipe.agents.retry import register_retry_scheduler
+from pixelpipe.agents.service_level import ServiceLevel
 from pixelpipe.agents.telemetry import TelemetryReporter
 from pixelpipe.agents.upload_processor import UploadProcessor
 from pixelpipe.agents.uploads_feed import register_upload_feed
@@ -26,6 +27,7 @@ from pixelpipe.policy.routing import RetryPolicy
 from pixelpipe.storage.local import LocalBlobStore
 from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.breaker_view import BreakerView
+from pixelpipe.streams.control import ControlView
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class WorkerParts:
     topics: PipelineTopics
     pool: ImagePool
     processor: UploadProcessor
+    service: ServiceLevel
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -70,10 +73,14 @@ def build_worker(settings: Settings) -> WorkerParts:
     faults = FaultInjector.parse(settings.faults)
     breakers = BreakerView(settings, on_failure=app.crash,
                            on_undecodable=metrics.RECORDS_UNDECODABLE.labels("breaker").inc)
+    control = ControlView(settings, on_failure=app.crash)
+    service = ServiceLevel(settings, pool=pool, control=control)
     processor = UploadProcessor(
         LocalBlobStore(settings.data_dir), pool, limits_of(settings), faults,
         breakers=breakers,
-        reporter=TelemetryReporter(topics.outcomes, settings.breaker.slow_call_s),
+        reporter=TelemetryReporter(topics.outcomes, settings.breaker.slow_call_s,
+                                   on_call=service.record_call),
+        levels=service.current, quality_cap=settings.degrade.quality_cap, control=control,
     )
     register_breaker_agent(app, settings, topics)
     router = AttemptRouter(topics, policy_of(settings))
@@ -83,7 +90,13 @@ def build_worker(settings: Settings) -> WorkerParts:
     feed, channel = register_upload_feed(app, settings, finish_within_s=finish_within_s)
     register_process_agent(app, channel, feed, processor, router)
     scheduler = register_retry_scheduler(app, settings, processor, router)
-    register_web_views(app, settings, scheduler, breakers, feed)
+    service.feed, service.scheduler = feed, scheduler
+    register_web_views(app, settings, scheduler, breakers, feed, service)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def service_level() -> None:
+        await processor.start()  # the control view is caught up before the first evaluation
+        await service.run()
 
     async def announce() -> None:  # runs once the worker has set up logging
         log.info(
@@ -97,7 +110,7 @@ def build_worker(settings: Settings) -> WorkerParts:
 
     app.task(announce)
 
-    return WorkerParts(app=app, topics=topics, pool=pool, processor=processor)
+    return WorkerParts(app=app, topics=topics, pool=pool, processor=processor, service=service)
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
