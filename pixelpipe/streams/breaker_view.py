@@ -19,14 +19,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-import orjson
-from aiokafka import AIOKafkaConsumer
-
 from pixelpipe.config import Settings
 from pixelpipe.errors import TopicMissing
 from pixelpipe.policy.breaker import derived_state
 from pixelpipe.schemas.names import BREAKER_SCHEMA
-from pixelpipe.streams import kafka
+from pixelpipe.streams.compacted import CompactedFollower
 from pixelpipe.streams.topics import breaker_topic
 
 log = logging.getLogger(__name__)
@@ -40,8 +37,11 @@ def effective(record: dict[str, Any], now: float) -> str:
     return derived_state(str(record.get("state", "closed")), record.get("next_trial_at"), now)
 
 
-class BreakerView:
+class BreakerView(CompactedFollower):
     """The latest breaker record per processor, as this worker knows it."""
+
+    role = "breaker-view"
+    schema = BREAKER_SCHEMA
 
     def __init__(
         self, settings: Settings,
@@ -51,33 +51,11 @@ class BreakerView:
         """``on_failure``: called when following the topic fails for good (the worker passes
         ``app.crash``: obeying a frozen breaker map silently would be worse than stopping).
         ``on_undecodable``: called for each record skipped as unreadable (a metric)."""
-        self.settings = settings
-        self.on_failure = on_failure
-        self.on_undecodable = on_undecodable
-        self.records: dict[str, dict[str, Any]] = {}
-        #: records on the breaker topic that were not ours or not decodable (counted in /metrics)
-        self.undecodable = 0
+        super().__init__(settings, on_failure, on_undecodable)
+        #: half-open trials used per (processor, episode)
         self._trials: dict[tuple[str, float], int] = {}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
 
-    def apply(self, value: bytes | None, key: bytes | None = None) -> None:
-        """Fold one breaker-topic record in. A tombstone (no value) removes its processor's
-        row, as compaction eventually will (``breaker reset`` of an unknown name sends one)."""
-        if value is None:
-            if key is not None:
-                self.records.pop(key.decode(errors="replace"), None)
-            return
-        try:
-            record = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict) or record.get("schema") != BREAKER_SCHEMA:
-            self.undecodable += 1
-            if self.on_undecodable is not None:
-                self.on_undecodable()
-            log.warning("breaker view: ignoring a record that is not %s", BREAKER_SCHEMA)
-            return
+    def fold(self, record: dict[str, Any]) -> None:
         processor = str(record.get("processor"))
         previous = self.records.get(processor, {})
         self.records[processor] = record
@@ -110,45 +88,8 @@ class BreakerView:
                 return "allow"
         return "refuse"
 
-    async def start(self) -> None:
-        topic = breaker_topic(self.settings.topic_prefix)
-        # one partition by declaration (streams/topics.py); TopicMissing when not declared yet
-        tp = (await kafka.existing_partitions(self.settings, topic))[0]
-        consumer = kafka.consumer(self.settings, group=None, role="breaker-view",
-                                  fetch_max_wait_ms=50)
-        await kafka.start(consumer, self.settings)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        while await consumer.position(tp) < end:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for record in records:
-                    self.apply(record.value, record.key)
-        self._consumer = consumer
-        self._task = asyncio.create_task(self._follow(consumer))
-
-    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
-        try:
-            while True:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        self.apply(record.value, record.key)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.critical("breaker view: following %s failed; this worker's breaker map would "
-                         "freeze: %r", breaker_topic(self.settings.topic_prefix), exc,
-                         exc_info=True)
-            if self.on_failure is None:
-                raise
-            await self.on_failure(exc)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
+    def topic(self) -> str:
+        return breaker_topic(self.settings.topic_prefix)
 
 
 async def read_breakers(settings: Settings, timeout_s: float = 15.0) -> dict[str, dict[str, Any]]:

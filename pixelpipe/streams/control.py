@@ -23,14 +23,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from pixelpipe.config import Settings
 from pixelpipe.errors import TopicMissing
 from pixelpipe.policy.degradation import LEVELS, Level, Override
 from pixelpipe.schemas import epoch_iso, utc_now_iso
 from pixelpipe.schemas.names import CONTROL_SCHEMA
-from pixelpipe.streams import kafka
+from pixelpipe.streams.compacted import CompactedFollower
 from pixelpipe.streams.topics import control_topic
 
 log = logging.getLogger(__name__)
@@ -94,8 +93,11 @@ async def send_degrade(
     return message
 
 
-class ControlView:
+class ControlView(CompactedFollower):
     """The latest control record per key, as this worker knows it."""
+
+    role = "control-view"
+    schema = CONTROL_SCHEMA
 
     def __init__(
         self, settings: Settings,
@@ -103,32 +105,13 @@ class ControlView:
     ) -> None:
         """``on_failure``: called when following the topic fails for good (the worker passes
         ``app.crash``: a worker deaf to the operator's override must not carry on)."""
-        self.settings = settings
-        self.on_failure = on_failure
-        #: the latest record per key (``degrade``)
-        self.records: dict[str, dict[str, Any]] = {}
-        #: records on the control topic that were not ours or not decodable
-        self.undecodable = 0
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(settings, on_failure)
 
-    def apply(self, value: bytes | None, key: bytes | None = None) -> None:
-        """Fold one control-topic record in. A tombstone (no value) removes its key's row."""
-        if value is None:
-            if key is not None:
-                self.records.pop(key.decode(errors="replace"), None)
-            return
-        try:
-            record = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            record = None
-        if (not isinstance(record, dict) or record.get("schema") != CONTROL_SCHEMA
-                or not isinstance(record.get("kind"), str)
-                or (record["kind"] == DEGRADE and not _valid_degrade(record))):
-            self.undecodable += 1
-            log.warning("control view: ignoring a record that is not a valid %s",
-                        CONTROL_SCHEMA)
-            return
+    def accepts(self, record: dict[str, Any]) -> bool:
+        return isinstance(record.get("kind"), str) and (
+            record["kind"] != DEGRADE or _valid_degrade(record))
+
+    def fold(self, record: dict[str, Any]) -> None:
         kind = record["kind"]
         previous = self.records.get(kind)
         self.records[kind] = record
@@ -145,52 +128,8 @@ class ControlView:
         """The operator's override in force ``now``: None when auto, expired or never set."""
         return override_of(self.records.get(DEGRADE), now)
 
-    async def start(self) -> None:
-        """Read the control topic to its end, then follow it in a task. ``TopicMissing`` when
-        no worker has declared it yet."""
-        topic = control_topic(self.settings.topic_prefix)
-        tp = (await kafka.existing_partitions(self.settings, topic))[0]  # one, by declaration
-        consumer = kafka.consumer(self.settings, group=None, role="control-view",
-                                  fetch_max_wait_ms=50)
-        await kafka.start(consumer, self.settings)
-        try:
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            while await consumer.position(tp) < end:
-                for records in (await consumer.getmany(timeout_ms=200)).values():
-                    for record in records:
-                        self.apply(record.value, record.key)
-        except BaseException:
-            await consumer.stop()
-            raise
-        self._consumer = consumer
-        self._task = asyncio.create_task(self._follow(consumer))
-
-    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
-        try:
-            while True:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        self.apply(record.value, record.key)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.critical("control view: following %s failed; this worker would no longer see "
-                         "the operator's override: %r", control_topic(self.settings.topic_prefix),
-                         exc, exc_info=True)
-            if self.on_failure is None:
-                raise
-            await self.on_failure(exc)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+    def topic(self) -> str:
+        return control_topic(self.settings.topic_prefix)
 
 
 def _valid_degrade(record: dict[str, Any]) -> bool:
