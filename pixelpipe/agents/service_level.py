@@ -30,7 +30,7 @@ import psutil
 
 from pixelpipe.agents import metrics
 from pixelpipe.config import Settings
-from pixelpipe.policy.degradation import LEVELS, Ladder, LadderConfig, Level
+from pixelpipe.policy.degradation import LEVELS, Ladder, Level
 from pixelpipe.policy.health import DEFAULT_TRIGGERS, HealthReading, HealthScore, Trigger
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,7 @@ class ServiceLevel:
                          for name, bounds in cfg.trigger_overrides().items()})
         self.settings = settings
         self.score = HealthScore(triggers)
-        self.ladder = Ladder(
-            LadderConfig(escalate_after=cfg.escalate_after, recover_margin=cfg.recover_margin,
-                         recover_after_s=cfg.recover_after_s, min_dwell_s=cfg.min_dwell_s),
-            enabled=cfg.enabled, since=time.monotonic(),
-        )
+        self.ladder = Ladder(cfg, enabled=cfg.enabled, since=time.monotonic())
         self.feed, self.scheduler, self.pool, self.control = feed, scheduler, pool, control
         self.reading = HealthReading(1.0, {})
         self.memory_budget = memory_budget_bytes(cfg.memory_budget_mb)

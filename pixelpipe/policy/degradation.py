@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal
 
+from pixelpipe.config import DegradeConfig
 from pixelpipe.policy.gate import MakeOperation, Op, encoder_of
 from pixelpipe.schemas import RenditionRequest
 
@@ -50,12 +51,9 @@ def level_for(health: float) -> Level:
     return chosen
 
 
-@dataclass(frozen=True, slots=True)
-class LadderConfig:
-    escalate_after: int = 2
-    recover_margin: float = 0.1
-    recover_after_s: float = 60.0
-    min_dwell_s: float = 30.0
+#: the ladder's settings are ``config.DegradeConfig`` (escalate_after, recover_margin,
+#: recover_after_s, min_dwell_s): one place for their defaults
+LadderConfig = DegradeConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +162,7 @@ def for_priority(level: Level, priority: str, *, forced: bool = False) -> Level 
 # --------------------------------------------------------------------------- what a level does
 
 #: ``reduced_quality`` caps: JPEG/WebP/AVIF quality, AVIF speed (faster), PNG effort (lower)
-QUALITY_CAP = 70
+QUALITY_CAP = DegradeConfig().quality_cap
 AVIF_SPEED = 10
 PNG_COMPRESSION_CAP = 3
 
