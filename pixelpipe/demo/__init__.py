@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,11 +30,18 @@ from pixelpipe.config import (
     path_from_env,
 )
 from pixelpipe.demo.samples import Sample, make_samples
-from pixelpipe.errors import BrokerUnavailable
+from pixelpipe.errors import BrokerUnavailable, OperationalError, OutcomeTimeout
 from pixelpipe.schemas import malformed_event_id, to_dict, utc_now_iso
 from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.client import FinalOutcome, Publisher
 from pixelpipe.streams.topics import uploads_topic
+
+
+class DemoFailed(OperationalError):
+    """The demo could not finish (its worker died): one line says why."""
+
+    code = "demo_failed"
+
 
 #: the checkout this module runs from, if it runs from one (not from an installed wheel)
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -150,7 +158,39 @@ def _hostile_events(store_root: Path) -> list[tuple[str, bytes, str]]:
     ]
 
 
-async def _run(settings: Settings, samples: list[Sample]) -> list[dict[str, Any]]:
+def isolated(settings: Settings) -> Settings:
+    """The demo's own namespace on the broker: topics ``<prefix>-demo-<run>.*``, its own app id
+    (consumer groups, faust state) and a free web port. A worker already running on the same
+    broker (default settings, production tiers, port 6066) never sees the demo's uploads, and
+    the demo's dead letters never land on that deployment's dead-letter topic."""
+    run = uuid.uuid4().hex[:8]
+    with socket.socket() as probe:
+        probe.bind((settings.web_host, 0))
+        port = int(probe.getsockname()[1])
+    return settings.with_(topic_prefix=f"{settings.topic_prefix}-demo-{run}",
+                          app_id=f"{settings.app_id}-demo-{run}", web_port=port)
+
+
+async def _outcome(publisher: Publisher, event_id: str, worker: subprocess.Popen[bytes],
+                   log_path: Path, timeout: float = 300) -> FinalOutcome:
+    """Wait for ``event_id``'s outcome, but stop at once, saying why, if the worker died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if worker.poll() is not None:
+            text = await asyncio.to_thread(log_path.read_text, errors="replace")
+            lines = text.strip().splitlines()
+            raise DemoFailed(f"the demo's worker exited with code {worker.returncode}: "
+                             f"{lines[-1] if lines else '(no output)'} (log: {log_path})")
+        try:
+            return await publisher.wait_for(event_id, timeout=1.0)
+        except OutcomeTimeout:
+            if time.monotonic() > deadline:
+                raise OutcomeTimeout(f"no outcome for {event_id} within {timeout:.0f} s; "
+                                     f"see {log_path}") from None
+
+
+async def _run(settings: Settings, samples: list[Sample], worker: subprocess.Popen[bytes],
+               log_path: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     async with Publisher(settings) as publisher:
         await publisher.watch_outcomes()
@@ -172,7 +212,7 @@ async def _run(settings: Settings, samples: list[Sample]) -> list[dict[str, Any]
             pending.append((label, "hostile event", expect, event_id))
         _say(f"published {len(pending)} events; waiting for their outcomes")
         for label, what, expect, event_id in pending:
-            outcome: FinalOutcome = await publisher.wait_for(event_id, timeout=300)
+            outcome = await _outcome(publisher, event_id, worker, log_path)
             body = to_dict(outcome.event)
             got = "processed" if outcome.status == "processed" else body["error"]["code"]
             rows.append({"input": label, "what": what, "expected": expect, "got": got,
@@ -212,6 +252,10 @@ def run_demo(settings: Settings, *, keep_running: bool = False, photos: Path | N
         settings = settings.with_(retry_tiers=parse_tiers(DEMO_TIERS))
         _say(f"retry tiers for the demo: {DEMO_TIERS} (set {ENV_RETRY_TIERS} to change)")
     workdir = Path(".pixelpipe/demo")
+    (workdir / "results.jsonl").unlink(missing_ok=True)  # never leave a stale one behind
+    settings = isolated(settings)
+    _say(f"topics {settings.topic_prefix}.*, app id {settings.app_id}, worker web port "
+         f"{settings.web_port}: isolated from any other worker on this broker")
     started_broker: Path | None = None
     if not asyncio.run(_broker_answers(settings)):
         started_broker = _start_local_broker(settings)
@@ -223,7 +267,7 @@ def run_demo(settings: Settings, *, keep_running: bool = False, photos: Path | N
     worker = _start_worker(settings, workdir / "worker.log")
     began = time.monotonic()
     try:
-        rows = asyncio.run(_run(settings, samples))
+        rows = asyncio.run(_run(settings, samples, worker, workdir / "worker.log"))
     finally:
         _stop(worker)
         if started_broker is not None and not keep_running:
@@ -239,5 +283,5 @@ def run_demo(settings: Settings, *, keep_running: bool = False, photos: Path | N
     unexpected = [r for r in rows if not r["ok"]]
     print(f"{processed} processed, {len(rows) - processed} dead-lettered, "
           f"{len(unexpected)} unexpected, in {elapsed:.1f} s; outputs under {settings.data_dir}/outputs, "
-          f"results in {workdir / 'results.jsonl'}")
+          f"results in {workdir / 'results.jsonl'}, topics {settings.topic_prefix}.*")
     return 1 if unexpected else 0
