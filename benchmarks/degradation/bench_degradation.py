@@ -310,21 +310,7 @@ def main() -> int:
         mult, _, mode = item.strip().partition(":")
         cells.append(Cell(multiplier=int(mult.rstrip("x")), degrade=mode == "on"))
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    with tempfile.TemporaryDirectory(prefix="pixelpipe-degrade-") as tmp:
-        root = Path(tmp)
-        if args.capacity:
-            capacity = args.capacity
-            print(f"capacity (given): {capacity:.2f} uploads/s", flush=True)
-        else:
-            capacity = measure_capacity(args.bootstrap, root, photos, args.capacity_uploads)
-            print(f"capacity: {capacity:.2f} uploads/s", flush=True)
-        lag_start = max(5, round(args.lag_start_s * capacity))
-        lag_saturate = max(lag_start + 5, round(args.lag_saturate_s * capacity))
-        degrade_env = {
-            "PIXELPIPE_HEALTH_TRIGGERS": f"lag_records={lag_start}:{lag_saturate}",
-            "PIXELPIPE_DEGRADE_RECOVER": args.recover,
-            "PIXELPIPE_DEGRADE_DWELL": args.dwell,
-        }
+
     def write_report(done: list[Cell], final: bool) -> str:
         command = "benchmarks/degradation/bench_degradation.py " + " ".join(sys.argv[1:])
         rows = []
@@ -348,41 +334,56 @@ def main() -> int:
         ])
         report = f"""# Graceful degradation under offered load (issue 10)
 
-    Command: `.venv/bin/python {command}` (broker on {args.bootstrap})
+Command: `.venv/bin/python {command}` (broker on {args.bootstrap})
 
-    Run {started} on {platform.machine()}, {platform.python_implementation()} \
-    {platform.python_version()}, {psutil.cpu_count()} cores; the publisher runs on the same machine.
-    Each cell: a fresh topic prefix and one `pixelpipe worker` with one image process
-    (`PIXELPIPE_WORKERS=1`), uploads published on a schedule at load x capacity for
-    {args.seconds:g} s (the issue asks for 600 s; `--seconds`), then a wait (at most
-    {args.drain_timeout:g} s) for every upload's outcome. Uploads: the full-size photographs of
-    `../shared/data/photos`, each made unique by a JPEG comment (so `cached_only` never finds an
-    output of an identical upload), rendition `rotate:angle=90`, resize to 1600 px, JPEG q90 (no
-    `optional` operation, so `basic` saves no more than `reduced_quality`'s quality cap).
+Run {started} on {platform.machine()}, {platform.python_implementation()} \
+{platform.python_version()}, {psutil.cpu_count()} cores; the publisher runs on the same machine.
+Each cell: a fresh topic prefix and one `pixelpipe worker` with one image process
+(`PIXELPIPE_WORKERS=1`), uploads published on a schedule at load x capacity for
+{args.seconds:g} s (the issue asks for 600 s; `--seconds`), then a wait (at most
+{args.drain_timeout:g} s) for every upload's outcome. Uploads: the full-size photographs of
+`../shared/data/photos`, each made unique by a JPEG comment (so `cached_only` never finds an
+output of an identical upload), rendition `rotate:angle=90`, resize to 1600 px, JPEG q90 (no
+`optional` operation, so `basic` saves no more than `reduced_quality`'s quality cap).
 
-    Capacity: **{capacity:.2f} uploads/s** ({'given' if args.capacity else
-    f'a backlog of {args.capacity_uploads} uploads, degradation off'}).
+Capacity: **{capacity:.2f} uploads/s** ({'given' if args.capacity else
+f'a backlog of {args.capacity_uploads} uploads, degradation off'}).
 
-    Degradation settings for a short run (`on` cells; `off` is `PIXELPIPE_DEGRADE=off`):
-    `PIXELPIPE_HEALTH_TRIGGERS=lag_records={lag_start}:{lag_saturate}` ({args.lag_start_s:g} s to
-    {args.lag_saturate_s:g} s of capacity; production default 500:10000),
-    `PIXELPIPE_DEGRADE_RECOVER={args.recover}` (default 60s), `PIXELPIPE_DEGRADE_DWELL={args.dwell}`
-    (default 30s); other triggers at their defaults. Retry tiers 1s, 2s.
+Degradation settings for a short run (`on` cells; `off` is `PIXELPIPE_DEGRADE=off`):
+`PIXELPIPE_HEALTH_TRIGGERS=lag_records={lag_start}:{lag_saturate}` ({args.lag_start_s:g} s to
+{args.lag_saturate_s:g} s of capacity; production default 500:10000),
+`PIXELPIPE_DEGRADE_RECOVER={args.recover}` (default 60s), `PIXELPIPE_DEGRADE_DWELL={args.dwell}`
+(default 30s); other triggers at their defaults. Retry tiers 1s, 2s.
 
-    Measures: *completed /s in window*: processed events whose `completed_at` falls inside the
-    load window, per second; *p50/p99*: upload `submitted_at` -> processed `completed_at`, over
-    every published upload (including those finished during the drain); *degraded*: processed
-    events with `level` != full; *deferred*: uploads that went through a retry topic (deferred
-    at `cached_only`, no attempt spent); *level changes*: `service level ` lines of the worker
-    log; *peak RSS*: worker + image processes, sampled every second; *lost*: published ids with
-    neither a processed event nor a dead letter after the drain.
+Measures: *completed /s in window*: processed events whose `completed_at` falls inside the
+load window, per second; *p50/p99*: upload `submitted_at` -> processed `completed_at`, over
+every published upload (including those finished during the drain); *degraded*: processed
+events with `level` != full; *deferred*: uploads that went through a retry topic (deferred
+at `cached_only`, no attempt spent); *level changes*: `service level ` lines of the worker
+log; *peak RSS*: worker + image processes, sampled every second; *lost*: published ids with
+neither a processed event nor a dead letter after the drain.
 
-    {table}
-    """
+{table}
+"""
         if args.out:
             args.out.write_text(report if final else report + "\n(partial: run in progress)\n")
         return report
 
+    with tempfile.TemporaryDirectory(prefix="pixelpipe-degrade-") as tmp:
+        root = Path(tmp)
+        if args.capacity:
+            capacity = args.capacity
+            print(f"capacity (given): {capacity:.2f} uploads/s", flush=True)
+        else:
+            capacity = measure_capacity(args.bootstrap, root, photos, args.capacity_uploads)
+            print(f"capacity: {capacity:.2f} uploads/s", flush=True)
+        lag_start = max(5, round(args.lag_start_s * capacity))
+        lag_saturate = max(lag_start + 5, round(args.lag_saturate_s * capacity))
+        degrade_env = {
+            "PIXELPIPE_HEALTH_TRIGGERS": f"lag_records={lag_start}:{lag_saturate}",
+            "PIXELPIPE_DEGRADE_RECOVER": args.recover,
+            "PIXELPIPE_DEGRADE_DWELL": args.dwell,
+        }
         for n, cell in enumerate(cells):
             print(f"cell {cell.name}: {cell.multiplier * capacity:.2f} uploads/s for "
                   f"{args.seconds:g} s", flush=True)
