@@ -233,6 +233,8 @@ class UploadFeed:
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.ledger.assign(set(assigned))
+        for tp in assigned:  # the consumer reads them from the committed offset again
+            self._next_offset.pop(tp, None)
         self.joined = True
         log.info("uploads feed assigned %d partitions: %s", len(assigned),
                  ",".join(str(tp.partition) for tp in sorted(assigned)) or "-")
@@ -283,6 +285,17 @@ class UploadFeed:
             await asyncio.sleep(COMMIT_INTERVAL_S)
             await self.commit()
             self._recover_holes()
+            await self._learn_positions()
+
+    async def _learn_positions(self) -> None:
+        """For lag: where the consumer reads next on owned partitions nothing was handed out
+        of yet (a backlog not yet touched counts too). Bounded, never blocks the loop long."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        for tp in self.ledger.partitions - set(self._next_offset):
+            with contextlib.suppress(TimeoutError, *kafka.CONNECT_ERRORS):
+                self._next_offset[tp] = await asyncio.wait_for(consumer.position(tp), 0.5)
 
     def _recover_holes(self) -> None:
         consumer = self.consumer
@@ -299,6 +312,7 @@ class UploadFeed:
             head = self.ledger.reset(tp)
             if consumer is not None and head is not None:
                 consumer.seek(tp, head)
+                self._next_offset[tp] = head
         if stalls:
             self._capacity.set()
 

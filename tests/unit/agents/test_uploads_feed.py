@@ -174,6 +174,20 @@ async def test_lag_counts_unsettled_and_unfetched_records_and_the_oldest_age() -
     assert not feed._timestamps  # forgotten, not leaked
 
 
+async def test_lag_includes_the_backlog_of_partitions_nothing_was_read_from_yet() -> None:
+    feed, consumer, _channel = make_feed([])
+    consumer.highwater = lambda tp: 50  # type: ignore[attr-defined]
+
+    async def position(tp: TopicPartition) -> int:
+        return 20  # the committed offset the consumer resumes from
+
+    consumer.position = position  # type: ignore[attr-defined]
+    feed.on_assigned({TP0, TP1})
+    assert feed.lag(now=0.0) == (0, 0.0)  # positions not known yet
+    await feed._learn_positions()
+    assert feed.lag(now=0.0) == (60, 0.0)  # 30 behind on each
+
+
 def test_status_names_the_group_and_assignment() -> None:
     feed, _consumer, _channel = make_feed([])
     feed.on_assigned({TP1, TP0})
