@@ -191,6 +191,8 @@ class UploadFeed:
                 self._next_offset[tp] = record.offset + 1
                 if record.timestamp is not None and record.timestamp >= 0:
                     self._timestamps[ticket] = record.timestamp
+                while not self.channel.has_reader:  # the agent's actor is restarting
+                    await asyncio.sleep(0.05)
                 await self.channel.put(Handoff(record, ticket))
         metrics.UPLOADS_IN_FLIGHT.set(self.ledger.in_flight())
 
@@ -351,7 +353,14 @@ def register_upload_feed(
 
     @app.task  # type: ignore[untyped-decorator]
     async def uploads_feed() -> None:
-        await feed.run()
+        try:
+            await feed.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A worker that silently stopped reading uploads would look alive and do nothing.
+            log.critical("the uploads feed failed; stopping the worker: %r", exc, exc_info=True)
+            await app.crash(exc)
 
     return feed, channel
 
