@@ -17,7 +17,7 @@ from pixelpipe.imaging import Operation, canonical_spec, parse_operation
 from pixelpipe.imaging.formats import probe
 from pixelpipe.policy.degradation import Level, plan_for_level
 from pixelpipe.schemas import RenditionRequest, RenditionResult, UploadEvent
-from pixelpipe.storage.local import LocalBlobStore, output_key
+from pixelpipe.storage.local import LocalBlobStore, output_key, sha256_bytes
 
 #: levels whose stored outputs ``cached_only`` may serve, best first
 SERVABLE: tuple[Level, ...] = ("full", "reduced_quality", "basic")
@@ -31,12 +31,14 @@ def find_cached(
         plan = plan_for_level(level, rendition, operations, parse_operation,
                               quality_cap=quality_cap)
         key = output_key(upload.source.sha256, canonical_spec(plan.operations), plan.degraded)
-        stored = store.find_output(key)
-        if stored is None:
+        found = store.find_output(key)
+        if found is None:
             continue
-        header = probe(stored.path.read_bytes())
+        uri, path = found
+        data = path.read_bytes()  # once: its header and its checksum
+        header = probe(data)
         return RenditionResult(
-            name=rendition.name, uri=stored.uri, sha256=stored.sha256, size=stored.size,
+            name=rendition.name, uri=uri, sha256=sha256_bytes(data), size=len(data),
             width=header.width, height=header.height, format=header.format,
             degraded=plan.degraded, skipped=plan.skipped,
         )

@@ -142,11 +142,12 @@ class UploadFeed:
         self._capacity.set()
 
     def _stale(self, ticket: Ticket[TopicPartition], why: str) -> None:
+        # Already counted (and logged at warning) where the ledger let it go: on_revoked or
+        # _recover_holes. Counting it again here would report each record twice.
         self._timestamps.pop(ticket, None)
-        metrics.UPLOADS_DROPPED.labels("revoked").inc()
         tp = ticket.partition
-        log.warning("upload %s[%d]@%d not settled here: %s", tp.topic, tp.partition,
-                    ticket.offset, why)
+        log.info("upload %s[%d]@%d not settled here: %s", tp.topic, tp.partition,
+                 ticket.offset, why)
 
     # ------------------------------------------------------------ consumer side
 

@@ -138,14 +138,12 @@ class LocalBlobStore:
             size=len(data),
         )
 
-    def find_output(self, key: str) -> StoredBlob | None:
-        """The stored output with ``key`` (whatever its extension), or None."""
+    def find_output(self, key: str) -> tuple[str, Path] | None:
+        """(URI, path) of the stored output with ``key``, whatever its extension, or None."""
         folder = self.root / "outputs" / key[:2]
         for path in sorted(folder.glob(f"{key}.*")):
             if path.is_file():
-                data = path.read_bytes()
-                return StoredBlob(uri=self.output_uri(key, path.suffix.lstrip(".")), path=path,
-                                  sha256=sha256_bytes(data), size=len(data))
+                return self.output_uri(key, path.suffix.lstrip(".")), path
         return None
 
     def read(self, uri: str) -> bytes:
