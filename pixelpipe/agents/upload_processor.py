@@ -57,7 +57,7 @@ from pixelpipe.schemas import (
     original_of,
     utc_now_iso,
 )
-from pixelpipe.storage.local import LocalBlobStore, output_key, sha256_file
+from pixelpipe.storage.local import LocalBlobStore, VerifiedHashes, output_key
 from pixelpipe.streams.breaker_view import BreakerView
 from pixelpipe.streams.control import ControlView
 
@@ -102,6 +102,8 @@ class UploadProcessor:
         self.levels = levels
         self.quality_cap = quality_cap
         self.control = control
+        #: sources hashed recently: a retry or replay of the same file is not hashed again
+        self.hashes = VerifiedHashes()
         self._started = False
         self._starting = asyncio.Lock()
 
@@ -129,9 +131,13 @@ class UploadProcessor:
             upload = decode_upload(raw)
             # Validate every rendition (cheap, pure) before touching the source or the CPU.
             plans = [(r, resolve_operations(r.preset, _operations(r))) for r in upload.renditions]
-            level = self._level_for(upload)
-            source_path = await self._check_source(upload)
-            results = await self._render_all(upload, source_path, plans, level)
+            level, forced = self._level_for(upload)
+            if level == "cached_only" and not forced and not self.pool.has_room():
+                # the store may have every rendition; if not, defer without reading the source
+                results = await self._cached_all(upload, plans)
+            else:
+                source_path = await self._check_source(upload)
+                results = await self._render_all(upload, source_path, plans, level, forced)
         except PixelpipeError as error:
             return self._failed(raw, upload, error, origin)
         except Exception as exc:  # a bug below us: route it (retryable) with the evidence
@@ -155,17 +161,19 @@ class UploadProcessor:
             )
         )
 
-    def _level_for(self, upload: UploadEvent) -> Level:
-        """The level this upload is served at; ``Overloaded`` (a deferral) for a ``low``
-        priority upload from ``basic`` on."""
+    def _level_for(self, upload: UploadEvent) -> tuple[Level, bool]:
+        """The level this upload is served at and whether an operator forced it; ``Overloaded``
+        (a deferral) for a ``low`` priority upload from ``basic`` on while the pool is busy."""
         if self.levels is None:
-            return "full"
+            return "full", False
         level, forced = self.levels()
         served = for_priority(level, upload.priority, forced=forced)
         if served == DEFER:
+            if not forced and self.pool.has_room():
+                return "basic", forced  # work-conserving: see _render_one
             raise Overloaded(f"deferred at service level {level} (priority {upload.priority})",
                              processor="degrade")
-        return served  # type: ignore[return-value]
+        return served, forced  # type: ignore[return-value]
 
     # ----------------------------------------------------------------- steps
 
@@ -186,7 +194,7 @@ class UploadProcessor:
                 f"source is {size} bytes, the event says {upload.source.size}", processor="fetch"
             )
         # hashlib releases the GIL on large buffers: a thread keeps the event loop free.
-        actual = await asyncio.to_thread(sha256_file, path)
+        actual = await asyncio.to_thread(self.hashes.sha256, path)
         if actual != upload.source.sha256:
             raise ChecksumMismatch(
                 f"source sha256 is {actual[:12]}..., the event says "
@@ -195,12 +203,27 @@ class UploadProcessor:
             )
         return path
 
+    async def _cached_all(
+        self, upload: UploadEvent, plans: Sequence[tuple[RenditionRequest, Sequence[Operation]]],
+    ) -> list[RenditionResult]:
+        """Every rendition from the store, or ``Overloaded`` (defer) as soon as one is missing."""
+        results = []
+        for rendition, operations in plans:
+            cached = await asyncio.to_thread(
+                find_cached, self.store, upload, rendition, operations, self.quality_cap)
+            if cached is None:
+                raise Overloaded(f"service level cached_only: no stored output of rendition "
+                                 f"{rendition.name!r} yet", processor="degrade")
+            results.append(cached)
+        return results
+
     async def _render_all(
         self, upload: UploadEvent, source: Path,
         plans: Sequence[tuple[RenditionRequest, Sequence[Operation]]], level: Level = "full",
+        forced: bool = False,
     ) -> list[RenditionResult]:
         outcomes = await asyncio.gather(
-            *(self._render_one(upload, source, r, ops, level) for r, ops in plans),
+            *(self._render_one(upload, source, r, ops, level, forced) for r, ops in plans),
             return_exceptions=True,
         )
         for outcome in outcomes:
@@ -210,19 +233,32 @@ class UploadProcessor:
 
     async def _render_one(
         self, upload: UploadEvent, source: Path, rendition: RenditionRequest,
-        operations: Sequence[Operation], level: Level = "full",
+        operations: Sequence[Operation], level: Level = "full", forced: bool = False,
     ) -> RenditionResult:
+        """One rendition at ``level``.
+
+        Work-conserving: at an automatic ``cached_only`` or ``emergency``, a rendition the
+        pool has room for *now* is rendered at ``basic`` instead of deferred or served as the
+        original. The ladder sheds the work beyond capacity, never the capacity itself (an
+        idle image process while uploads are deferred would cut throughput, not load). An
+        operator's forced level is obeyed as it is: forcing is for when rendering itself is
+        the problem.
+        """
         at_level = plan_for_level(level, rendition, operations, parse_operation,
                                   quality_cap=self.quality_cap)
-        if at_level.action == "original":
-            return await asyncio.to_thread(original_as_rendition, upload, source, rendition)
         if at_level.action == "cached_or_defer":
             cached = await asyncio.to_thread(
                 find_cached, self.store, upload, rendition, operations, self.quality_cap)
-            if cached is None:
-                raise Overloaded(f"service level {level}: no stored output of rendition "
-                                 f"{rendition.name!r} yet", processor="degrade")
-            return cached
+            if cached is not None:
+                return cached
+        if at_level.action != "render" and not forced and self.pool.has_room():
+            at_level = plan_for_level("basic", rendition, operations, parse_operation,
+                                      quality_cap=self.quality_cap)
+        if at_level.action == "original":
+            return await asyncio.to_thread(original_as_rendition, upload, source, rendition)
+        if at_level.action == "cached_or_defer":
+            raise Overloaded(f"service level {level}: no stored output of rendition "
+                             f"{rendition.name!r} yet", processor="degrade")
         plan = gate(rendition, at_level.operations, self._decide, parse_operation)
         degraded = worse_of(at_level.degraded, plan.degraded)
         try:

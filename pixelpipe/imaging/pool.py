@@ -120,6 +120,12 @@ class ImagePool:
         )
         self._closed = False
 
+    def has_room(self) -> bool:
+        """Whether a render submitted now would start within about one render: fewer than
+        two renders per process are running or queued (one queued each keeps a process busy
+        across the gap before the next submission)."""
+        return self.pending < 2 * self.workers
+
     def submit(
         self,
         source_path: str,

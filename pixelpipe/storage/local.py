@@ -17,6 +17,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -47,6 +51,53 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class VerifiedHashes:
+    """sha256 of files already hashed, keyed by what changes whenever a file's bytes do.
+
+    A retry or a replay of an upload reads the same immutable source again; hashing 3-5 MB
+    each time costs about as much as a tenth of the render. The key is (device, inode, size,
+    mtime_ns, ctime_ns) of the open file: a rewrite in place changes mtime and ctime, a
+    replaced file changes the inode, and ctime cannot be set back by a user (``os.utime`` moves
+    it forward), so a changed file is hashed again and caught. What no metadata shows (bits
+    rotting on the disk) is caught again once an entry is ``max_age_s`` old: the cache saves
+    the re-hash of a retry minutes later, not of a replay next week. Bounded (LRU), thread-safe.
+    """
+
+    def __init__(self, capacity: int = 4096, max_age_s: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = capacity
+        self.max_age_s = max_age_s
+        self.hits = 0
+        self._clock = clock
+        self._known: OrderedDict[tuple[int, ...], tuple[str, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def sha256(self, path: Path) -> str:
+        with path.open("rb") as handle:
+            info = os.fstat(handle.fileno())
+            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            now = self._clock()
+            with self._lock:
+                known = self._known.get(key)
+                if known is not None and now - known[1] < self.max_age_s:
+                    self._known.move_to_end(key)
+                    self.hits += 1
+                    return known[0]
+            digest = hashlib.sha256()
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+            # the file may have changed while we read it: only remember a stable one
+            after = os.fstat(handle.fileno())
+        value = digest.hexdigest()
+        if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == key[2:]:
+            with self._lock:
+                self._known[key] = (value, now)
+                self._known.move_to_end(key)
+                while len(self._known) > self.capacity:
+                    self._known.popitem(last=False)
+        return value
 
 
 def output_key(source_sha256: str, canonical_spec: str, degradation: str | None = None) -> str:

@@ -131,10 +131,15 @@ def test_a_burst_degrades_a_one_process_worker_loses_nothing_and_it_recovers(
         print(f"\nlevels served: {dict(levels)}")
         # ... the worker left full while the backlog stood, and marked what it degraded ...
         assert sum(n for level, n in levels.items() if level != "full") > 0, levels
+        # (work-conserving: at cached_only and emergency what the pool had room for was
+        # rendered at basic; cached_only may serve a stored output of any level)
+        allowed: dict[str, set[str | None]] = {
+            "full": {None}, "reduced_quality": {"reduced_quality"}, "basic": {"basic"},
+            "cached_only": {None, "reduced_quality", "basic"}, "emergency": {"basic", "emergency"},
+        }
         for event in events.values():
             marks = {r.degraded for r in event.renditions}
-            assert marks == ({None} if event.level == "full" else {event.level}) or (
-                event.level == "cached_only"), (event.level, marks)
+            assert marks <= allowed[event.level], (event.level, marks)
         # ... and once the burst is over it climbs back to full
         wait_until(lambda: service_of(worker)["level"] == "full", 120, "the level to recover")
         changes = worker.log().count("service level ")
