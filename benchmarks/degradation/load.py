@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from harness import PipelineEnv
 
 from pixelpipe.schemas import decode_processed
 from pixelpipe.schemas.times import parse_time
+from pixelpipe.storage.local import LocalBlobStore
 from pixelpipe.streams.client import Publisher
 from pixelpipe.streams.topics import dlq_topic, processed_topic
 
@@ -68,10 +70,29 @@ class RssSampler(threading.Thread):
 
 @dataclass
 class Outcomes:
-    """First processed event and dead letters per event id, read as they arrive."""
+    """First processed event and dead letters per event id, read as they arrive.
+
+    ``reclaim``: when set, an upload's source and outputs are deleted once its outcome is
+    read (event id -> source path, filled by the publisher), so a 10-minute cell of unique
+    multi-megabyte photographs does not fill the disk. Nothing in a benchmark cell reads an
+    upload again after its outcome (no rebalance, no replay).
+    """
 
     processed: dict[str, Any] = field(default_factory=dict)
     dead: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reclaim: dict[str, Path] | None = None
+    store: LocalBlobStore | None = None
+
+    def _reclaim(self, event_id: str, outputs: list[str]) -> None:
+        if self.reclaim is None or self.store is None:
+            return
+        source = self.reclaim.pop(event_id, None)
+        if source is not None:
+            source.unlink(missing_ok=True)
+        for uri in outputs:
+            if uri.startswith("blob://outputs/"):
+                with contextlib.suppress(Exception):
+                    self.store.resolve(uri).unlink(missing_ok=True)
 
     def settled(self, ids: list[str]) -> int:
         return sum(1 for i in ids if i in self.processed or i in self.dead)
@@ -91,25 +112,32 @@ async def follow(pipeline: PipelineEnv, outcomes: Outcomes, stop: asyncio.Event)
                     if record.topic == processed_topic(pipeline.prefix):
                         event = decode_processed(record.value)
                         outcomes.processed.setdefault(event.event_id, event)
+                        outcomes._reclaim(event.event_id, [r.uri for r in event.renditions])
                     else:
                         body = orjson.loads(record.value)
                         outcomes.dead.setdefault(str(body.get("event_id")), body)
+                        outcomes._reclaim(str(body.get("event_id")), [])
     finally:
         await consumer.stop()
 
 
 async def publish_at_rate(pipeline: PipelineEnv, photos: list[bytes], rate: float, seconds: float,
-                          tag: str, submitted: dict[str, float]) -> tuple[list[str], float, float]:
+                          tag: str, submitted: dict[str, float],
+                          sources: dict[str, Path] | None = None,
+                          ) -> tuple[list[str], float, float]:
     """Publish ``rate`` uploads/s for ``seconds`` (on a schedule, not throttled by acks).
     Returns the ids (``submitted`` gets each one's ``submitted_at``) and the wall-clock window (epoch seconds) the publishing took."""
     count = max(1, round(rate * seconds))
     ids: list[str] = []
+    store = LocalBlobStore(pipeline.data_dir)
     async with Publisher(pipeline.settings()) as publisher:
         async def one(i: int) -> None:
             data = unique_jpeg(photos[i % len(photos)], f"{tag}-{i}")
             upload = await publisher.publish_bytes(data, HEAVY, image_id=f"{tag}-{i}")
             ids.append(upload.event_id)
             submitted[upload.event_id] = parse_time(upload.event.submitted_at).timestamp()
+            if sources is not None:
+                sources[upload.event_id] = store.resolve(upload.event.source.uri)
 
         began = time.time()
         origin = time.monotonic()

@@ -61,7 +61,9 @@ def resolve_rendition(
     if preset is not None:
         found = presets.get(preset)
         if found is None:
-            raise InvalidOperation(f"unknown preset {preset!r}")
+            raise InvalidOperation(
+                f"unknown preset {preset!r} (known: {', '.join(presets) or 'none'})"
+            )
         return found
     if operations is None:
         raise InvalidOperation("give a preset or operations")

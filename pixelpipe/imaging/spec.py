@@ -19,6 +19,8 @@ from pixelpipe.imaging.ops.debug import debug_ops_enabled
 
 __all__ = [
     "Operation",
+    "aliases_of",
+    "available_operations",
     "canonical_spec",
     "format_value",
     "parse_operation",
@@ -58,12 +60,29 @@ class Operation:
         return self.spec
 
 
+def _offered(opdef: OpDef) -> bool:
+    return not opdef.name.startswith("debug-") or debug_ops_enabled()
+
+
+def available_operations() -> tuple[OpDef, ...]:
+    """The operations an event or ``--op`` may name, in registry order (``debug-*`` only with
+    ``PIXELPIPE_ENABLE_DEBUG_OPS=1``): what ``pixelpipe ops`` lists."""
+    return tuple(opdef for opdef in REGISTRY.values() if _offered(opdef))
+
+
+def aliases_of(name: str) -> tuple[str, ...]:
+    """The other accepted spellings of operation ``name`` (``greyscale`` for ``grayscale``)."""
+    return tuple(alias for alias, target in ALIASES.items() if target == name)
+
+
 def _opdef(name: str) -> OpDef:
     key = name.strip().lower()
     key = ALIASES.get(key, key)
     opdef = REGISTRY.get(key)
-    if opdef is None or (opdef.name.startswith("debug-") and not debug_ops_enabled()):
-        raise InvalidOperation(f"unknown operation {name!r}", processor=key or None)
+    if opdef is None or not _offered(opdef):
+        known = ", ".join(op.name for op in available_operations())
+        raise InvalidOperation(f"unknown operation {name!r} (known: {known})",
+                               processor=key or None)
     return opdef
 
 
@@ -106,8 +125,11 @@ def parse_operation(item: str | Mapping[str, Any] | Operation) -> Operation:
     known = {p.name: p for p in opdef.params}
     unknown = sorted(set(raw) - set(known))
     if unknown:
+        takes = (f"known: {', '.join(p.name for p in opdef.params)}" if opdef.params
+                 else "it takes none")
         raise InvalidOperation(
-            f"{opdef.name}: unknown parameter(s) {', '.join(unknown)}", processor=opdef.name
+            f"{opdef.name}: unknown parameter(s) {', '.join(unknown)} ({takes})",
+            processor=opdef.name,
         )
     values: dict[str, Any] = {}
     for param in opdef.params:

@@ -104,10 +104,26 @@ def decode_json_object(raw: bytes | None) -> dict[str, Any]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise MalformedEvent(f"not valid JSON: {exc}") from exc
+        raise MalformedEvent(f"not valid JSON: {_json_problem(raw, exc)}") from exc
     if not isinstance(data, dict):
         raise MalformedEvent(f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def _json_problem(raw: bytes, exc: orjson.JSONDecodeError) -> str:
+    """What is wrong with ``raw``, in words, with the byte offset where it goes wrong.
+
+    orjson reports bytes that are not UTF-8 as "str is not valid UTF-8: surrogates not allowed"
+    at position 0, wherever they are; the UTF-8 decoder knows the first bad byte."""
+    if not raw:
+        return "the message is empty"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        byte = raw[bad.start : bad.start + 1].hex()
+        return (f"not UTF-8 text: byte 0x{byte} at offset {bad.start} ({bad.reason}); "
+                "JSON must be UTF-8")
+    return f"{exc.msg} at byte offset {exc.pos} (line {exc.lineno}, column {exc.colno})"
 
 
 def original_of(raw: bytes | None) -> dict[str, Any]:

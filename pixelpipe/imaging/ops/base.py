@@ -81,18 +81,55 @@ class Param:
             value = self._coerce(raw)
         except (TypeError, ValueError) as exc:
             raise InvalidOperation(
-                f"{op}: bad value {raw!r} for {self.name} ({self.kind} expected)", processor=op
+                f"{op}: bad value {raw!r} for {self.name} ({self.expected()})", processor=op
             ) from exc
         if isinstance(value, int | float) and not isinstance(value, bool):
             if self.minimum is not None and value < self.minimum:
                 raise InvalidOperation(
-                    f"{op}: {self.name}={value} is below {self.minimum}", processor=op
+                    f"{op}: {self.name}={value} is below {_num(self.minimum)} "
+                    f"({self.expected()})", processor=op
                 )
             if self.maximum is not None and value > self.maximum:
                 raise InvalidOperation(
-                    f"{op}: {self.name}={value} is above {self.maximum}", processor=op
+                    f"{op}: {self.name}={value} is above {_num(self.maximum)} "
+                    f"({self.expected()})", processor=op
                 )
         return value
+
+    def values_text(self) -> str:
+        """The accepted values in words: ``1..65535``, ``inside, cover, contain, exact``,
+        ``true or false``, ... (what ``pixelpipe ops`` and the error messages show)."""
+        if self.kind == "choice":
+            return ", ".join(self.choices)
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "color":
+            return "rrggbb or rrggbbaa hex (# optional), " + ", ".join(_NAMED_COLORS)
+        if self.kind == "str":
+            return "a non-empty string"
+        low = "" if self.minimum is None else _num(self.minimum)
+        high = "" if self.maximum is None else _num(self.maximum)
+        return f"{low}..{high}" if low or high else f"any {self.kind}"
+
+    def expected(self) -> str:
+        """What an error message says was expected: ``choice expected: one of inside, ...``."""
+        if self.kind == "choice":
+            return f"choice expected: one of {self.values_text()}"
+        return f"{self.kind} expected: {self.values_text()}"
+
+    def describe(self) -> dict[str, Any]:
+        """This parameter as data (``pixelpipe ops --json``): name, type, default (None: none,
+        the parameter is absent unless given), minimum, maximum, choices, aliases."""
+        return {
+            "name": self.name,
+            "type": self.kind,
+            "default": self.default,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "choices": list(self.choices) or None,
+            "aliases": dict(self.aliases) or None,
+            "values": self.values_text(),
+        }
 
     def _coerce(self, raw: Any) -> Any:
         if self.kind == "bool":
@@ -132,6 +169,11 @@ class Param:
                 raise TypeError(raw)
             return raw
         raise AssertionError(f"unknown parameter kind {self.kind}")
+
+
+def _num(value: float) -> str:
+    """``65535.0`` -> ``65535``, ``0.3`` -> ``0.3``."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def parse_color(raw: Any) -> Color:
