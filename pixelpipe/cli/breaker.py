@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from pixelpipe.cli.common import CliError, broker_option, emit, settings_from, user_errors
+from pixelpipe.cli.common import (
+    CliError,
+    broker_option,
+    emit,
+    print_table,
+    settings_from,
+    user_errors,
+)
 from pixelpipe.config import Settings
 from pixelpipe.policy.breaker import Command
 
@@ -67,18 +74,15 @@ def status(as_json: bool, broker: str | None) -> None:
             for row in rows:
                 emit(row)
             return
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="circuit breakers")
-        for column in ("processor", "state", "failure rate", "slow rate", "calls", "since",
-                       "next trial", "reason"):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(row["processor"], row["state"], f"{row['failure_rate']:.0%}",
-                          f"{row['slow_rate']:.0%}", str(row["calls"]), row["since"] or "",
-                          row["next_trial"] or "", row["reason"])
-        Console().print(table)
+        print_table(
+            ("processor", "state", "failure rate", "slow rate", "calls", "since", "next trial",
+             "reason"),
+            [(row["processor"], row["state"], f"{row['failure_rate']:.0%}",
+              f"{row['slow_rate']:.0%}", row["calls"], row["since"], row["next_trial"],
+              row["reason"]) for row in rows],
+            title="circuit breakers", wrap={"reason"},
+            right={"failure rate", "slow rate", "calls"},
+        )
         if not rows:
             click.echo("no breaker has seen any outcome yet", err=True)
 

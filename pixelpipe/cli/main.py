@@ -1,6 +1,7 @@
 """The ``pixelpipe`` command line: a thin shell over the client API and the worker.
 
-Machine output is JSON lines on stdout; progress and tables go to stderr (rich). Every user
+Machine output is JSON lines on stdout; progress goes to stderr (rich); tables go to stdout,
+rich on a terminal and plain aligned columns otherwise (``common.print_table``). Every user
 error (unreachable broker, bad path, bad spec) is one line on stderr and exit code 1, never a
 traceback (``--debug`` or ``PIXELPIPE_DEBUG=1`` shows it). Exit codes: 0 ok, 1 error, 2 usage
 (click), 3 ``publish --wait`` saw a dead letter.
@@ -30,6 +31,7 @@ from pixelpipe.cli.common import (
     CliError,
     broker_option,
     emit,
+    print_table,
     run,
     set_debug,
     settings_from,
@@ -58,8 +60,9 @@ def main(ctx: click.Context, debug: bool) -> None:
     """pixelpipe: a fault-tolerant image-processing pipeline on Apache Kafka.
 
     Publish uploads, run workers, consume processed images, inspect and replay dead letters,
-    see and override circuit breakers and the degradation level. Configuration comes from PIXELPIPE_* environment
-    variables (see the README); --broker overrides PIXELPIPE_KAFKA.
+    see and override circuit breakers and the degradation level; 'ops' and 'presets' list what
+    a rendition can be made of. Configuration comes from PIXELPIPE_* environment variables
+    (see the README); --broker overrides PIXELPIPE_KAFKA.
     """
     set_debug(debug)
     if ctx.invoked_subcommand != "worker":
@@ -155,10 +158,12 @@ def renditions_from(presets: Sequence[str], ops: Sequence[str], name: str) -> li
 @main.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--preset", "presets", multiple=True, metavar="P",
-              help="A named preset; one rendition each (repeatable). Default: web-large.")
+              help="A named preset ('pixelpipe presets' lists them); one rendition each "
+                   "(repeatable). Default: web-large.")
 @click.option("--op", "ops", multiple=True, metavar="SPEC",
               help="An operation, e.g. resize:width=800,height=600,fit=inside or "
-                   "format:type=webp,quality=80; together they make one rendition (repeatable).")
+                   "format:type=webp,quality=80 ('pixelpipe ops' lists them and their "
+                   "parameters); together they make one rendition (repeatable).")
 @click.option("--name", default="custom", show_default=True,
               help="Name of the rendition made of the --op operations.")
 @click.option("--priority", type=click.Choice(["low", "normal", "high"]), default="normal",
@@ -177,11 +182,17 @@ def publish(
     Prints one JSON line per event, in the order of the paths, with event_id and path; with
     --wait the line also holds status (processed or dead_letter) and outcome, and each dead
     letter is also told on stderr in one line (event id, code, processor, message).
-    Directories are searched recursively for images. Exits 3 when --wait saw a dead letter.
+    Directories are searched recursively for images; when no image is found at all, one line
+    on stderr says so and the exit code is 1. Exits 3 when --wait saw a dead letter.
     """
     from pixelpipe.streams.client import Publisher
 
     files = list(expand_paths(paths))
+    if not files:
+        from pixelpipe.imaging.formats import IMAGE_SUFFIXES
+
+        raise CliError(f"no images found under {', '.join(paths)} (looked for "
+                       f"{', '.join(sorted(IMAGE_SUFFIXES))} files); nothing published")
     renditions = renditions_from(presets, ops, name)
     settings = settings_from(broker)
     dead = run(_publish(Publisher(settings), files, renditions, priority, wait, timeout))
@@ -331,18 +342,22 @@ def demo(keep_running: bool, photos: Path | None, broker: str | None) -> None:
     """
     from pixelpipe.demo import run_demo
 
-    code = run_demo(settings_from(broker), keep_running=keep_running, photos=photos)
+    code = run_demo(settings_from(broker), keep_running=keep_running, photos=photos,
+                    table=print_table)
     raise SystemExit(code)
 
 
 def _register_subcommands() -> None:
     from pixelpipe.cli.breaker import breaker
+    from pixelpipe.cli.catalog import ops, presets
     from pixelpipe.cli.degrade import degrade
     from pixelpipe.cli.dlq import dlq
 
     main.add_command(breaker)
     main.add_command(degrade)
     main.add_command(dlq)
+    main.add_command(ops)
+    main.add_command(presets)
 
 
 _register_subcommands()

@@ -16,8 +16,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -220,13 +221,27 @@ async def _run(settings: Settings, samples: list[Sample], worker: subprocess.Pop
     return rows
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+class TablePrinter(Protocol):
+    """How a table is printed: ``pixelpipe.cli.common.print_table``, given by the CLI (the demo
+    is a layer below the CLI and does not import it)."""
 
-    table = Table(title="pixelpipe demo: every upload ends processed or dead-lettered")
-    for column in ("input", "what", "result", "details", "as expected"):
-        table.add_column(column)
+    def __call__(
+        self, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
+        wrap: Collection[str] = (), right: Collection[str] = (),
+        styles: Sequence[str | None] | None = None,
+    ) -> None: ...
+
+
+TABLE_TITLE = "pixelpipe demo: every upload ends processed or dead-lettered"
+#: the results table; ``details`` (free text) last, so the plain layout stays aligned
+RESULT_COLUMNS = ("input", "what", "result", "as expected", "details")
+
+
+def results_table(rows: list[dict[str, Any]]) -> tuple[list[list[str]], list[str | None]]:
+    """The cells of the results table (``RESULT_COLUMNS``), one row per outcome, and each
+    row's style on a terminal (red: not as expected)."""
+    cells: list[list[str]] = []
+    styles: list[str | None] = []
     for row in rows:
         body = row["outcome"]
         if row["got"] == "processed":
@@ -234,18 +249,24 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
                 f"{r['name']}: {r['width']}x{r['height']} {r['format']} {r['size'] // 1024} KiB"
                 for r in body["renditions"]
             )
-            result = "[green]processed[/green]"
+            result = "processed"
         else:
             tiers = " -> ".join(a["tier"] for a in body["attempts"])
-            details = f"{body['error']['message'][:90]} (attempts: {tiers})"
-            result = f"[yellow]dead letter: {row['got']}[/yellow]"
-        table.add_row(row["input"], row["what"], result, details,
-                      "yes" if row["ok"] else f"[red]NO (expected {row['expected']})[/red]")
-    Console().print(table)
+            details = f"{body['error']['message']} (attempts: {tiers or 'none'})"
+            result = f"dead letter: {row['got']}"
+        cells.append([row["input"], row["what"], result,
+                      "yes" if row["ok"] else f"NO (expected {row['expected']})", details])
+        styles.append(None if row["ok"] else "bold red")
+    return cells, styles
 
 
-def run_demo(settings: Settings, *, keep_running: bool = False, photos: Path | None = None) -> int:
-    """Run the demo; return the process exit code."""
+def run_demo(
+    settings: Settings, *, keep_running: bool = False, photos: Path | None = None,
+    table: TablePrinter | None = None,
+) -> int:
+    """Run the demo; return the process exit code. ``table`` prints the results table (the
+    CLI gives its own); without it only the summary line is printed (every row is in
+    ``results.jsonl`` anyway)."""
     if ENV_RETRY_TIERS not in os.environ:
         # The production tiers (5s..10m) would keep the demo waiting for 13 minutes on its
         # one retryable failure; the same path with short delays shows it in seconds.
@@ -275,7 +296,9 @@ def run_demo(settings: Settings, *, keep_running: bool = False, photos: Path | N
             subprocess.run([str(started_broker), "down"], check=False,
                            env=dict(os.environ, KAFKA_PORT=settings.bootstrap_servers.rpartition(":")[2]))
     elapsed = time.monotonic() - began
-    _print_table(rows)
+    if table is not None:
+        cells, styles = results_table(rows)
+        table(RESULT_COLUMNS, cells, title=TABLE_TITLE, wrap={"details"}, styles=styles)
     with (workdir / "results.jsonl").open("wb") as out:
         for row in rows:
             out.write(orjson.dumps(row) + b"\n")

@@ -23,6 +23,7 @@ __all__ = [
     "available_operations",
     "canonical_spec",
     "format_value",
+    "operation_def",
     "parse_operation",
     "parse_operations",
 ]
@@ -73,6 +74,12 @@ def available_operations() -> tuple[OpDef, ...]:
 def aliases_of(name: str) -> tuple[str, ...]:
     """The other accepted spellings of operation ``name`` (``greyscale`` for ``grayscale``)."""
     return tuple(alias for alias, target in ALIASES.items() if target == name)
+
+
+def operation_def(name: str) -> OpDef:
+    """The definition of operation ``name`` (an alias works); ``InvalidOperation`` naming the
+    known operations otherwise."""
+    return _opdef(name)
 
 
 def _opdef(name: str) -> OpDef:

@@ -118,3 +118,43 @@ def test_resolve_rendition_refuses_bad_requests(preset: str | None, operations: 
 
 def test_required_presets_exist() -> None:
     assert {"thumbnail", "web-large", "avatar", "webp-fallback"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("resize:width=10,fit=sideways",
+         "resize: bad value 'sideways' for fit (choice expected: one of inside, cover, contain, "
+         "exact)"),
+        ("flip:axis=diagonal",
+         "flip: bad value 'diagonal' for axis (choice expected: one of horizontal, vertical, "
+         "both)"),
+        ("resize:width=abc", "resize: bad value 'abc' for width (int expected: 1..65535)"),
+        ("resize:width=0", "resize: width=0 is below 1 (int expected: 1..65535)"),
+        ("format:type=jpeg,quality=101",
+         "format: quality=101 is above 100 (int expected: 1..100)"),
+        ("resize:width=10,enlarge=maybe",
+         "resize: bad value 'maybe' for enlarge (bool expected: true or false)"),
+        ("resize:width=10,colour=red",
+         "resize: unknown parameter(s) colour (known: width, height, fit, gravity, enlarge, "
+         "background)"),
+        ("grayscale:amount=1", "grayscale: unknown parameter(s) amount (it takes none)"),
+        ("explode", "unknown operation 'explode' (known: resize, crop, rotate, auto-orient, "
+                    "flip, blur, sharpen, grayscale, watermark, format, strip)"),
+    ],
+)
+def test_refusals_name_the_valid_values(item: str, message: str) -> None:
+    """Issue 12 point 5: an error says what would have been accepted; the code is unchanged."""
+    with pytest.raises(InvalidOperation) as info:
+        parse_operation(item)
+    assert str(info.value) == message
+    assert info.value.code == "invalid_operation"
+
+
+def test_an_unknown_preset_names_the_known_ones() -> None:
+    with pytest.raises(InvalidOperation) as info:
+        resolve_rendition("nope", None)
+    assert str(info.value) == "unknown preset 'nope' (known: " + ", ".join(PRESETS) + ")"
+    assert info.value.code == "invalid_operation"
+    with pytest.raises(InvalidOperation, match=r"unknown preset 'x' \(known: mine\)"):
+        resolve_rendition("x", None, {"mine": ()})
