@@ -40,6 +40,18 @@ edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` w
 | PIXELPIPE_DEGRADE_RECOVER       | 60s                         | stable health before one level up     |
 | PIXELPIPE_DEGRADE_DWELL         | 30s                         | least time in a level before recovery |
 | PIXELPIPE_DEGRADE_QUALITY       | 70                          | quality cap from reduced_quality on   |
+| PIXELPIPE_HEARTBEAT             | 5s                          | worker heartbeat interval             |
+| PIXELPIPE_ALERT_INTERVAL        | 10s                         | alert evaluation interval             |
+| PIXELPIPE_ALERT_WEBHOOK         | (off)                       | URL each firing/resolved alert is POSTed to |
+| PIXELPIPE_ALERT_ERROR_RATIO     | 0.05                        | error-ratio alert threshold           |
+| PIXELPIPE_ALERT_SHORT_WINDOW / _LONG_WINDOW | 5m / 1h         | burn-rate windows of that alert       |
+| PIXELPIPE_ALERT_HEALTH          | 0.5                         | health alert threshold (critical)     |
+| PIXELPIPE_ALERT_PREDICT_HEALTH  | 0.7                         | predicted-health alert threshold      |
+| PIXELPIPE_ALERT_LAG             | 1000                        | uploads lag alert threshold (records) |
+| PIXELPIPE_ALERT_PREDICT_WINDOW / _HORIZON | 15m / 1h          | regression window and look-ahead      |
+| PIXELPIPE_ALERT_STALL           | 10m                         | committed offset still this long + lag |
+| PIXELPIPE_ALERT_BREAKER_OPEN    | 5m                          | breaker open longer than this         |
+| PIXELPIPE_ALERT_DLQ_PER_MIN     | 10                          | dead letters per minute threshold     |
 """
 
 from __future__ import annotations
@@ -88,6 +100,9 @@ ENV_DEGRADE_ESCALATE = "PIXELPIPE_DEGRADE_ESCALATE"
 ENV_DEGRADE_RECOVER = "PIXELPIPE_DEGRADE_RECOVER"
 ENV_DEGRADE_DWELL = "PIXELPIPE_DEGRADE_DWELL"
 ENV_DEGRADE_QUALITY = "PIXELPIPE_DEGRADE_QUALITY"
+ENV_HEARTBEAT = "PIXELPIPE_HEARTBEAT"
+ENV_ALERT_INTERVAL = "PIXELPIPE_ALERT_INTERVAL"
+ENV_ALERT_WEBHOOK = "PIXELPIPE_ALERT_WEBHOOK"
 ENV_INFRA_DIR = "PIXELPIPE_INFRA_DIR"
 ENV_DEMO_PHOTOS = "PIXELPIPE_DEMO_PHOTOS"
 
@@ -155,6 +170,30 @@ class DegradeConfig:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class MonitorConfig:
+    """Heartbeats and the cluster's alert rules (``pixelpipe.agents.heartbeat``,
+    ``pixelpipe.agents.alerts``; the rules themselves are ``pixelpipe.policy.alerts``).
+    Windows and thresholds are settings so a test can shorten them."""
+
+    heartbeat_s: float = 5.0
+    #: a worker whose last heartbeat is older than this many intervals is shown missing
+    missing_after: int = 3
+    alert_interval_s: float = 10.0
+    webhook: str = ""
+    error_ratio: float = 0.05
+    short_window_s: float = 300.0
+    long_window_s: float = 3600.0
+    health: float = 0.5
+    predict_health: float = 0.7
+    lag_records: int = 1000
+    predict_window_s: float = 900.0
+    predict_horizon_s: float = 3600.0
+    stall_s: float = 600.0
+    breaker_open_s: float = 300.0
+    dlq_per_min: float = 10.0
+
+
 def parse_switch(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "on", "true", "yes"):
@@ -199,6 +238,8 @@ class Settings:
     breaker: BreakerConfig = BreakerConfig()
     #: graceful degradation (``PIXELPIPE_DEGRADE*``, health triggers), see ``DegradeConfig``
     degrade: DegradeConfig = DegradeConfig()
+    #: heartbeats and alerts (``PIXELPIPE_HEARTBEAT``, ``PIXELPIPE_ALERT_*``)
+    monitor: MonitorConfig = MonitorConfig()
 
     def __post_init__(self) -> None:
         if self.max_inflight <= 0:
@@ -267,6 +308,11 @@ class Settings:
         if degrade:
             values["degrade"] = DegradeConfig(**degrade)
             values["degrade"].trigger_overrides()  # a bad spec fails at start-up, not later
+        monitor: dict[str, Any] = {}
+        for name, key, kind in _MONITOR_ENV:
+            _read(env, name, monitor, key, kind)
+        if monitor:
+            values["monitor"] = MonitorConfig(**monitor)
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():
             if key not in known:
@@ -364,6 +410,24 @@ _DEGRADE_ENV: tuple[tuple[str, str, Any], ...] = (
     (ENV_DEGRADE_RECOVER, "recover_after_s", parse_duration),
     (ENV_DEGRADE_DWELL, "min_dwell_s", parse_duration),
     (ENV_DEGRADE_QUALITY, "quality_cap", int),
+)
+
+#: the ``PIXELPIPE_HEARTBEAT`` / ``PIXELPIPE_ALERT_*`` variables
+_MONITOR_ENV: tuple[tuple[str, str, Any], ...] = (
+    (ENV_HEARTBEAT, "heartbeat_s", parse_duration),
+    (ENV_ALERT_INTERVAL, "alert_interval_s", parse_duration),
+    (ENV_ALERT_WEBHOOK, "webhook", str),
+    ("PIXELPIPE_ALERT_ERROR_RATIO", "error_ratio", float),
+    ("PIXELPIPE_ALERT_SHORT_WINDOW", "short_window_s", parse_duration),
+    ("PIXELPIPE_ALERT_LONG_WINDOW", "long_window_s", parse_duration),
+    ("PIXELPIPE_ALERT_HEALTH", "health", float),
+    ("PIXELPIPE_ALERT_PREDICT_HEALTH", "predict_health", float),
+    ("PIXELPIPE_ALERT_LAG", "lag_records", int),
+    ("PIXELPIPE_ALERT_PREDICT_WINDOW", "predict_window_s", parse_duration),
+    ("PIXELPIPE_ALERT_PREDICT_HORIZON", "predict_horizon_s", parse_duration),
+    ("PIXELPIPE_ALERT_STALL", "stall_s", parse_duration),
+    ("PIXELPIPE_ALERT_BREAKER_OPEN", "breaker_open_s", parse_duration),
+    ("PIXELPIPE_ALERT_DLQ_PER_MIN", "dlq_per_min", float),
 )
 
 #: the ``PIXELPIPE_BREAKER_*`` variables: (variable, ``BreakerConfig`` field, parser)

@@ -88,5 +88,62 @@ LEVEL = Gauge(
 )
 
 
+ATTEMPTS = Counter(
+    "pixelpipe_attempts_total",
+    "Finished attempts by result: ok (processed), failed (the system's fault: retried or "
+    "dead-lettered), input_error (the input's fault), deferred (overload or an open breaker, "
+    "no attempt spent). The error ratio is failed / (ok + failed).",
+    ["result"],
+    registry=REGISTRY,
+)
+UPLOADS_LAG_RECORDS = Gauge(
+    "pixelpipe_uploads_lag_records",
+    "Uploads records behind on each partition this worker owns (not settled or not fetched).",
+    ["partition"],
+    registry=REGISTRY,
+)
+UPLOADS_LAG_SECONDS = Gauge(
+    "pixelpipe_uploads_lag_seconds",
+    "Age of the oldest upload handed out and not settled, per partition this worker owns.",
+    ["partition"],
+    registry=REGISTRY,
+)
+RETRY_BACKLOG = Gauge(
+    "pixelpipe_retry_backlog",
+    "Retry records this worker holds, not yet due, per tier.",
+    ["tier"],
+    registry=REGISTRY,
+)
+ALERTS_FIRING = Gauge(
+    "pixelpipe_alerts_firing",
+    "1 for each alert rule firing now, as the cluster's alert evaluator sees it (exported by "
+    "the worker that evaluates alerts).",
+    ["rule", "severity"],
+    registry=REGISTRY,
+)
+HEARTBEATS = Counter(
+    "pixelpipe_heartbeats_total",
+    "Heartbeats this worker published to the workers topic.",
+    registry=REGISTRY,
+)
+WEBHOOK_DELIVERIES = Counter(
+    "pixelpipe_alert_webhook_total",
+    "Alert notifications POSTed to PIXELPIPE_ALERT_WEBHOOK, by result (ok, failed, dropped).",
+    ["result"],
+    registry=REGISTRY,
+)
+
+
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+             "gauge": ("",)}
+
+
+def metric_names() -> set[str]:
+    """Every series name ``/metrics`` exports, whether or not it has a sample yet
+    (``pixelpipe_attempts_total``, ``pixelpipe_processing_seconds_bucket``, ...)."""
+    return {family.name + suffix for family in REGISTRY.collect()
+            for suffix in _SUFFIXES.get(family.type, ("",))}
+
+
 def exposition() -> bytes:
     return generate_latest(REGISTRY)
