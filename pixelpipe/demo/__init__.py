@@ -106,7 +106,9 @@ def _start_local_broker(settings: Settings) -> Path:
         raise BrokerUnavailable(f"no broker answers at {settings.bootstrap_servers}")
     _say(f"no broker at {settings.bootstrap_servers}: starting infra/kafka.sh up (port {port})")
     env = dict(os.environ, KAFKA_PORT=port)
-    result = subprocess.run([str(kafka_sh), "up"], env=env, check=False)
+    # its stdout is the bootstrap address (for scripts); the demo says it in its own words
+    result = subprocess.run([str(kafka_sh), "up"], env=env, check=False,
+                            stdout=subprocess.DEVNULL)
     if result.returncode != 0:
         raise BrokerUnavailable(f"{kafka_sh} up failed; see {kafka_sh} logs")
     return kafka_sh

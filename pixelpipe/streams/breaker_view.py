@@ -23,6 +23,7 @@ from pixelpipe.config import Settings
 from pixelpipe.errors import TopicMissing
 from pixelpipe.policy.breaker import derived_state
 from pixelpipe.schemas.names import BREAKER_SCHEMA
+from pixelpipe.schemas.times import epoch_iso
 from pixelpipe.streams.compacted import CompactedFollower
 from pixelpipe.streams.topics import breaker_topic
 
@@ -62,8 +63,9 @@ class BreakerView(CompactedFollower):
         # a new state, or a new episode of the same one (re-opened after a failed trial)
         if (previous.get("state"), previous.get("since")) != (record.get("state"),
                                                                record.get("since")):
-            log.info("breaker view: %s is now %s (since %.3f: %s)", processor,
-                     record.get("state"), record.get("since") or 0.0, record.get("reason", ""))
+            reason = record.get("reason") or ""
+            log.info("breaker view: %s is now %s since %s%s", processor, record.get("state"),
+                     epoch_iso(record.get("since")) or "?", f" ({reason})" if reason else "")
 
     def is_refusing(self, processor: str, now: float | None = None) -> bool:
         """Whether calls to ``processor`` are refused now (uses no half-open trial)."""
