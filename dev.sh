@@ -28,6 +28,25 @@ setup() {
     fi
 }
 
+# The dashboard's browser test drives Debian's chromium (playwright cannot download a browser
+# here): install it when it is missing and we can (root with apt-get), else say how.
+ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1; then
+        return 0
+    fi
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "[dev] installing chromium (for the dashboard browser test) ..." >&2
+        if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; then
+            echo "[dev] apt-get install failed; trying again after apt-get update" >&2
+            apt-get update -qq >/dev/null || true
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+                || echo "[dev] could not install chromium: the dashboard browser test will fail" >&2
+        fi
+    else
+        echo "[dev] chromium is missing: the dashboard browser test will fail; install it with: sudo apt-get install -y --no-install-recommends chromium" >&2
+    fi
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -43,6 +62,7 @@ case "$cmd" in
         "$VENV/bin/mypy" pixelpipe
         echo "[dev] import contracts" >&2
         "$VENV/bin/lint-imports"
+        ensure_chromium
         echo "[dev] pytest" >&2
         exec "$VENV/bin/python" -m pytest "$@"
         ;;

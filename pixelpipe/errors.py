@@ -218,6 +218,14 @@ class TopicMissing(BrokerUnavailable):
     code = "topic_missing"
 
 
+class PoolBroken(OperationalError):
+    """The image process pool stopped working and could not be rebuilt: the worker stops
+    (nothing it holds is settled, so every upload is read again by the next owner) instead of
+    failing upload after upload into the dead-letter topic."""
+
+    code = "pool_broken"
+
+
 class DeliveryFailed(OperationalError):
     """A record was not acknowledged by Kafka after the producer's retries."""
 

@@ -21,6 +21,7 @@ import faust
 
 from pixelpipe.config import Settings
 from pixelpipe.streams.topics import (
+    alerts_topic,
     breaker_topic,
     dlq_topic,
     outcomes_topic,
@@ -28,6 +29,7 @@ from pixelpipe.streams.topics import (
     processed_topic,
     retry_topic,
     uploads_topic,
+    workers_topic,
 )
 
 
@@ -42,6 +44,9 @@ class PipelineTopics:
     retries: dict[str, Any]
     outcomes: Any
     breaker: Any
+    #: compacted heartbeats; its one partition's owner evaluates the cluster's alerts
+    workers: Any
+    alerts: Any
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -102,4 +107,6 @@ def faust_topics(app: faust.App, settings: Settings) -> PipelineTopics:
         retries={name: topic(retry_topic(name, prefix)) for name in tiers},
         outcomes=topic(outcomes_topic(prefix)),
         breaker=topic(breaker_topic(prefix)),
+        workers=topic(workers_topic(prefix)),
+        alerts=topic(alerts_topic(prefix)),
     )

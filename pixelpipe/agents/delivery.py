@@ -13,12 +13,25 @@ from typing import Any
 
 from pixelpipe.agents import metrics
 from pixelpipe.agents.app import PipelineTopics
+from pixelpipe.agents.recent import ACTIVITY
 from pixelpipe.agents.upload_processor import AttemptResult, Failed, Processed
+from pixelpipe.errors import INPUT_ERROR_CODES, BreakerOpen, PixelpipeError
 from pixelpipe.policy.routing import DeadRoute, RetryPolicy, RetryRoute, route_failure
 from pixelpipe.schemas import Origin, RetryEnvelope, encode
 from pixelpipe.schemas import headers as h
 
 log = logging.getLogger(__name__)
+
+
+def attempt_result(error: PixelpipeError) -> str:
+    """The ``result`` label of a failed attempt: ``deferred`` (an open breaker or overload, no
+    attempt spent), ``input_error`` (the input's fault) or ``failed`` (the system's: what the
+    error-ratio alert counts)."""
+    if isinstance(error, BreakerOpen):
+        return "deferred"
+    if error.code in INPUT_ERROR_CODES:
+        return "input_error"
+    return "failed"
 
 
 class AttemptRouter:
@@ -40,6 +53,8 @@ class AttemptRouter:
                                attempt=event.attempts),
             )
             metrics.OUTCOMES.labels("processed", "").inc()
+            metrics.ATTEMPTS.labels("ok").inc()
+            ACTIVITY.record(event.processing_ms)
             metrics.PROCESSING_SECONDS.observe(event.processing_ms / 1000)
             log.info(
                 "processed %s (image %s) from %s[%d]@%d, attempt %d, in %.0f ms",
@@ -48,6 +63,7 @@ class AttemptRouter:
             )
             return "processed"
         assert isinstance(outcome, Failed)
+        metrics.ATTEMPTS.labels(attempt_result(outcome.error)).inc()
         route = route_failure(
             outcome.error, upload=outcome.upload, original=outcome.original,
             event_id=outcome.event_id, origin=origin, tier=tier, history=history,

@@ -7,7 +7,8 @@ A ``;``-separated list of ``processor:code:when``:
   ``delay=DURATION`` (``delay=100ms``): the call is slowed by that long instead of failing
   (used to build a backlog of fetched-but-unfinished uploads in takeover drills);
 - ``when``: a count (``2``: the first 2 calls fail), a duration (``30s``: calls fail for 30 s
-  after the worker starts) or ``always``.
+  after the worker starts), a probability (``p=0.15``: each call fails with probability 0.15,
+  an error-rate drill; ``p=0.15/40s``: only for the first 40 s, a burst) or ``always``.
 
 Example: ``PIXELPIPE_FAULTS="resize:storage_unavailable:2;store:storage_unavailable:30s"``.
 Off unless set; logged loudly at start-up when on. Counters are per worker process.
@@ -16,6 +17,7 @@ Off unless set; logged loudly at start-up when on. Counters are per worker proce
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -32,10 +34,15 @@ class Fault:
     count: int | None = None  # fail this many calls
     delay_s: float = 0.0  # a delay fault: slow the call instead of failing it
     for_s: float | None = None  # fail for this long after start
+    probability: float | None = None  # fail each call with this probability
     calls: int = 0
 
     def fires(self, now: float, started: float) -> bool:
         self.calls += 1
+        if self.probability is not None:
+            if self.for_s is not None and now - started >= self.for_s:
+                return False
+            return random.random() < self.probability
         if self.count is not None:
             return self.calls <= self.count
         if self.for_s is not None:
@@ -74,6 +81,16 @@ class FaultInjector:
                 pass
             elif when.isdigit():
                 fault.count = int(when)
+            elif when.startswith("p="):
+                chance, _, lasting = when.removeprefix("p=").partition("/")
+                try:
+                    fault.probability = float(chance)
+                    fault.for_s = parse_duration(lasting) if lasting else None
+                except ValueError:
+                    fault.probability = -1.0
+                if not 0.0 <= fault.probability <= 1.0:
+                    raise ConfigError(f"PIXELPIPE_FAULTS: probability in {item!r} must be "
+                                      f"between 0 and 1")
             else:
                 try:
                     fault.for_s = parse_duration(when)

@@ -93,6 +93,16 @@ class RetryScheduler:
     def waiting(self) -> int:
         return sum(len(q) for q in self._waiting.values())
 
+    def waiting_by_tier(self) -> dict[str, int]:
+        """Records held and not yet due, per tier name (every tier listed)."""
+        by_topic = {retry_topic(name, self.settings.topic_prefix): name
+                    for name, _ in self.settings.retry_tiers}
+        out = dict.fromkeys(by_topic.values(), 0)
+        for tp, queue in self._waiting.items():
+            if tp.topic in by_topic:
+                out[by_topic[tp.topic]] += len(queue)
+        return out
+
     async def run(self) -> None:
         if not self.topics:
             return

@@ -29,6 +29,7 @@ from typing import Any
 import psutil
 
 from pixelpipe.agents import metrics
+from pixelpipe.agents.recent import ACTIVITY
 from pixelpipe.config import Settings
 from pixelpipe.policy.degradation import LEVELS, Ladder, Level
 from pixelpipe.policy.health import DEFAULT_TRIGGERS, HealthReading, HealthScore, Trigger
@@ -150,6 +151,7 @@ class ServiceLevel:
                         self._applied, level, why, self.reading.health, pressures)
             self._applied = level
         metrics.HEALTH.set(self.reading.health)
+        ACTIVITY.note_health(self.reading.health, level)
         for name, value in self.reading.pressures.items():
             metrics.PRESSURE.labels(name).set(value)
         for name in LEVELS:

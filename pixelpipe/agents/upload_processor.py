@@ -25,6 +25,7 @@ from pixelpipe.errors import (
     ChecksumMismatch,
     ImageTooLarge,
     InternalError,
+    OperationalError,
     Overloaded,
     PixelpipeError,
 )
@@ -138,6 +139,8 @@ class UploadProcessor:
             else:
                 source_path = await self._check_source(upload)
                 results = await self._render_all(upload, source_path, plans, level, forced)
+        except OperationalError:
+            raise  # the worker cannot process anything (a broken pool): stop, settle nothing
         except PixelpipeError as error:
             return self._failed(raw, upload, error, origin)
         except Exception as exc:  # a bug below us: route it (retryable) with the evidence

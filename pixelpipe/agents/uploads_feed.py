@@ -336,6 +336,25 @@ class UploadFeed:
         oldest = min(self._timestamps.values(), default=None)
         return behind, 0.0 if oldest is None else max(0.0, now - oldest / 1000)
 
+    def lag_by_partition(self, now: float) -> dict[int, tuple[int, float]]:
+        """``lag`` per owned partition: partition -> (records, seconds); read-only."""
+        oldest: dict[int, int] = {}
+        for ticket, stamp in self._timestamps.items():
+            if self.ledger.is_current(ticket):
+                number = ticket.partition.partition
+                oldest[number] = min(stamp, oldest.get(number, stamp))
+        out: dict[int, tuple[int, float]] = {}
+        consumer = self.consumer
+        for tp in self.ledger.partitions:
+            behind = self.ledger.in_flight({tp})
+            if consumer is not None:
+                end, fetched = consumer.highwater(tp), self._next_offset.get(tp)
+                if end is not None and fetched is not None:
+                    behind += max(0, end - fetched)
+            first = oldest.get(tp.partition)
+            out[tp.partition] = (behind, 0.0 if first is None else max(0.0, now - first / 1000))
+        return out
+
     def status(self) -> dict[str, Any]:
         return {
             "group": self.settings.uploads_group,

@@ -5,16 +5,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 
 from pixelpipe.agents import metrics
+from pixelpipe.agents.alerts import AlertEvaluator, register_alert_evaluator
 from pixelpipe.agents.app import PipelineTopics, create_app, faust_topics
 from pixelpipe.agents.breaker import register_breaker_agent
+from pixelpipe.agents.dashboard import register_dashboard
 from pixelpipe.agents.delivery import AttemptRouter
 from pixelpipe.agents.faults import FaultInjector
+from pixelpipe.agents.heartbeat import Heartbeat
 from pixelpipe.agents.process import register_process_agent
+from pixelpipe.agents.recent import ACTIVITY
 from pixelpipe.agents.retry import register_retry_scheduler
 from pixelpipe.agents.service_level import ServiceLevel
 from pixelpipe.agents.telemetry import TelemetryReporter
@@ -27,6 +33,7 @@ from pixelpipe.policy.routing import RetryPolicy
 from pixelpipe.storage.local import LocalBlobStore
 from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.breaker_view import BreakerView
+from pixelpipe.streams.cluster_status import ClusterReader
 from pixelpipe.streams.control import ControlView
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,8 @@ class WorkerParts:
     pool: ImagePool
     processor: UploadProcessor
     service: ServiceLevel
+    heartbeat: Heartbeat
+    alerts: AlertEvaluator
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -92,6 +101,11 @@ def build_worker(settings: Settings) -> WorkerParts:
     scheduler = register_retry_scheduler(app, settings, processor, router)
     service.feed, service.scheduler = feed, scheduler
     register_web_views(app, settings, scheduler, breakers, feed, service)
+    heartbeat = Heartbeat(settings, topics.workers, feed=feed, service=service, pool=pool,
+                          scheduler=scheduler, breakers=breakers)
+    app.task(heartbeat.run)
+    alerts = register_alert_evaluator(app, settings, topics, breakers, heartbeat.id)
+    register_dashboard(app, DashboardData(settings, heartbeat))
 
     @app.task  # type: ignore[untyped-decorator]
     async def service_level() -> None:
@@ -110,7 +124,30 @@ def build_worker(settings: Settings) -> WorkerParts:
 
     app.task(announce)
 
-    return WorkerParts(app=app, topics=topics, pool=pool, processor=processor, service=service)
+    return WorkerParts(app=app, topics=topics, pool=pool, processor=processor, service=service,
+                       heartbeat=heartbeat, alerts=alerts)
+
+
+class DashboardData:
+    """``/dashboard/data``: the cluster status (from the topics, at most every 3 s however many
+    pages poll) and this worker's recent series."""
+
+    def __init__(self, settings: Settings, heartbeat: Heartbeat, max_age_s: float = 3.0) -> None:
+        self.heartbeat = heartbeat
+        self.reader = ClusterReader(settings)
+        self.max_age_s = max_age_s
+        self._cached: tuple[float, dict[str, Any]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> dict[str, Any]:
+        async with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] > self.max_age_s:
+                await self.reader.start()
+                self._cached = (now, await self.reader.status())
+            status = self._cached[1]
+        return {"status": status,
+                "local": {"worker_id": self.heartbeat.id, "series": ACTIVITY.series()}}
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:

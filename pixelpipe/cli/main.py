@@ -352,12 +352,15 @@ def _register_subcommands() -> None:
     from pixelpipe.cli.catalog import ops, presets
     from pixelpipe.cli.degrade import degrade
     from pixelpipe.cli.dlq import dlq
+    from pixelpipe.cli.monitor import alerts, status
 
     main.add_command(breaker)
     main.add_command(degrade)
     main.add_command(dlq)
     main.add_command(ops)
     main.add_command(presets)
+    main.add_command(status)
+    main.add_command(alerts)
 
 
 _register_subcommands()

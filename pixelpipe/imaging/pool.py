@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -33,6 +34,7 @@ import pebble
 from pixelpipe.errors import (
     InternalError,
     PixelpipeError,
+    PoolBroken,
     ProcessingTimeout,
     WorkerCrashed,
 )
@@ -109,15 +111,19 @@ class ImagePool:
         #: renders submitted through ``run`` and not finished (running or queued): the
         #: worker's pool-saturation signal
         self.pending = 0
+        #: image processes replaced after a timeout kill or a death (heartbeats report it)
+        self.restarts = 0
         self.workers = workers or _default_workers()
         self.task_timeout_s = task_timeout_s
-        self._pool = pebble.ProcessPool(
-            max_workers=self.workers,
-            max_tasks=max_tasks_per_child,
-            initializer=_init_child,
-            initargs=(memory_limit_mb,),
-            context=multiprocessing.get_context("spawn"),
-        )
+        #: times pebble's pool broke and was replaced (see ``submit``)
+        self.rebuilds = 0
+        self._options: dict[str, Any] = {
+            "max_workers": self.workers, "max_tasks": max_tasks_per_child,
+            "initializer": _init_child, "initargs": (memory_limit_mb,),
+            "context": multiprocessing.get_context("spawn"),
+        }
+        self._pool = pebble.ProcessPool(**self._options)
+        self._broken_at: float | None = None
         self._closed = False
 
     def has_room(self) -> bool:
@@ -135,12 +141,37 @@ class ImagePool:
         """Schedule a render; the returned future raises pebble's raw errors (see :meth:`run`)."""
         if self._closed:
             raise InternalError("image pool is closed", processor="pool")
+        args = (os.fspath(source_path), tuple(operations), limits)
         # the child opens the file itself, so megabytes of source never cross a pipe
-        return self._pool.schedule(
-            _run_in_child,
-            args=(os.fspath(source_path), tuple(operations), limits),
-            timeout=self.task_timeout_s,
-        )
+        try:
+            return self._pool.schedule(_run_in_child, args=args, timeout=self.task_timeout_s)
+        except RuntimeError as exc:
+            # pebble's pool manager died (e.g. a replacement process could not even start:
+            # seen when the package was reinstalled under a running worker). Every later
+            # schedule would fail the same way, so each upload would be dead-lettered as an
+            # internal error: replace the pool once; if it breaks again soon, stop the worker.
+            self._rebuild(exc)
+            try:
+                return self._pool.schedule(_run_in_child, args=args, timeout=self.task_timeout_s)
+            except RuntimeError as again:
+                raise PoolBroken(f"image pool broken again right after a rebuild: {again}",
+                                 processor="pool") from again
+
+    def _rebuild(self, cause: BaseException) -> None:
+        import logging
+        import time
+
+        now = time.monotonic()
+        if self._broken_at is not None and now - self._broken_at < 60.0:
+            raise PoolBroken(f"image pool broke twice within 60 s ({cause}); stopping",
+                             processor="pool") from cause
+        self._broken_at = now
+        logging.getLogger(__name__).error(
+            "image pool broken (%s); replacing it with a new one", cause)
+        with contextlib.suppress(Exception):
+            self._pool.stop()  # type: ignore[no-untyped-call]
+        self._pool = pebble.ProcessPool(**self._options)
+        self.rebuilds += 1
 
     async def run(
         self,
@@ -159,11 +190,13 @@ class ImagePool:
         except PixelpipeError:
             raise
         except (TimeoutError, concurrent.futures.TimeoutError) as exc:
+            self.restarts += 1
             raise ProcessingTimeout(
                 f"render took longer than {self.task_timeout_s:g} s; worker killed",
                 processor="pool",
             ) from exc
         except pebble.ProcessExpired as exc:
+            self.restarts += 1
             raise WorkerCrashed(_death_reason(exc), processor="pool") from exc
         except MemoryError as exc:
             raise WorkerCrashed("worker ran out of memory", processor="pool") from exc

@@ -29,9 +29,14 @@ REPLAY_SCHEMA: Final = "pixelpipe.replay/1"
 #: (``streams.control``)
 CONTROL_SCHEMA: Final = "pixelpipe.control/1"
 
+#: ``<prefix>.workers`` (compacted): one worker's heartbeat (``agents.heartbeat``)
+WORKER_SCHEMA: Final = "pixelpipe.worker/1"
+#: ``<prefix>.alerts``: an alert firing or resolved (``agents.alerts``)
+ALERT_SCHEMA: Final = "pixelpipe.alert/1"
+
 ALL_SCHEMAS: Final = (UPLOAD_SCHEMA, PROCESSED_SCHEMA, DEADLETTER_SCHEMA, RETRY_SCHEMA,
                       OUTCOME_SCHEMA, COMMAND_SCHEMA, BREAKER_SCHEMA, REPLAY_SCHEMA,
-                      CONTROL_SCHEMA)
+                      CONTROL_SCHEMA, WORKER_SCHEMA, ALERT_SCHEMA)
 
 
 def schema_file(name: str) -> str:

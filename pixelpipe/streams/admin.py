@@ -28,6 +28,8 @@ def _config(spec: TopicSpec) -> dict[str, str]:
         config["cleanup.policy"] = "compact"
     if spec.retention_ms is not None:
         config["retention.ms"] = str(spec.retention_ms)
+    if spec.segment_ms is not None:
+        config["segment.ms"] = str(spec.segment_ms)
     return config
 
 

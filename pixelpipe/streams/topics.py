@@ -2,7 +2,7 @@
 
 The default names are a contract (ARCHITECTURE.md section 2): ``pixelpipe.uploads``,
 ``pixelpipe.processed``, ``pixelpipe.retry.<tier>``, ``pixelpipe.dlq``, ``pixelpipe.outcomes``,
-``pixelpipe.breaker``, ``pixelpipe.alerts``, ``pixelpipe.control``.
+``pixelpipe.breaker``, ``pixelpipe.alerts``, ``pixelpipe.control``, ``pixelpipe.workers``.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ def control_topic(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}.control"
 
 
+def workers_topic(prefix: str = DEFAULT_PREFIX) -> str:
+    """The compacted worker heartbeats (key = worker id): ``pixelpipe status`` reads them."""
+    return f"{prefix}.workers"
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     """A topic the app declares at start-up when missing (existing topics are never altered)."""
@@ -59,6 +64,9 @@ class TopicSpec:
     partitions: int
     compacted: bool = False
     retention_ms: int | None = None
+    #: roll segments this often: compaction never touches the active segment, so a topic
+    #: written every few seconds needs short segments to stay small for readers from the start
+    segment_ms: int | None = None
 
 
 def pipeline_topic_specs(
@@ -80,4 +88,9 @@ def pipeline_topic_specs(
         # The operator's degradation override (one record per control key), read from the
         # beginning by every worker: one partition, compacted.
         TopicSpec(control_topic(prefix), 1, compacted=True),
+        # The last heartbeat of every worker; one partition, so the worker that owns it is
+        # the cluster's one alert evaluator (as the outcomes partition makes one breaker agent).
+        TopicSpec(workers_topic(prefix), 1, compacted=True, segment_ms=10 * 60 * 1000),
+        # firing / resolved alert events, a week of history
+        TopicSpec(alerts_topic(prefix), 1, retention_ms=7 * 24 * 3600 * 1000),
     )

@@ -84,5 +84,5 @@ def test_the_faust_topics_have_the_declared_partitions(tmp_path: Path) -> None:
         "p7", 5, tuple(name for name, _ in settings.retry_tiers))
         if spec.name != control_topic("p7")}
     objects = [topics.uploads, topics.processed, topics.dlq, topics.outcomes, topics.breaker,
-               *topics.retries.values()]
+               topics.workers, topics.alerts, *topics.retries.values()]
     assert {t.get_topic_name(): t.partitions for t in objects} == declared

@@ -84,7 +84,7 @@ def topics(**failing: BaseException) -> PipelineTopics:
     return PipelineTopics(
         uploads=topic("uploads"), processed=topic("processed"), dlq=topic("dlq"),
         retries={"5s": topic("5s"), "30s": topic("30s")}, outcomes=topic("outcomes"),
-        breaker=topic("breaker"),
+        breaker=topic("breaker"), workers=topic("workers"), alerts=topic("alerts"),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from pixelpipe.agents.faults import FaultInjector
@@ -44,3 +46,30 @@ def test_bad_specs_are_config_errors(spec: str) -> None:
 
 def test_empty_spec_is_off() -> None:
     assert not FaultInjector.parse("").active
+
+
+def test_a_probability_fault_fails_about_that_share_of_calls() -> None:
+    random.seed(11)
+    injector = FaultInjector.parse("resize:storage_unavailable:p=0.15")
+    failures = 0
+    for _ in range(4000):
+        try:
+            injector.check("resize")
+        except StorageUnavailable:
+            failures += 1
+    assert 0.12 < failures / 4000 < 0.18
+    injector.check("decode")  # other processors untouched
+
+
+def test_a_probability_burst_stops_after_its_duration() -> None:
+    injector = FaultInjector.parse("resize:storage_unavailable:p=1/30s")
+    with pytest.raises(StorageUnavailable):
+        injector.check("resize")
+    injector.started -= 31
+    injector.check("resize")  # the burst is over
+
+
+@pytest.mark.parametrize("when", ["p=1.5", "p=-0.1", "p=lots", "p=0.5/never"])
+def test_a_bad_probability_is_refused(when: str) -> None:
+    with pytest.raises(ConfigError, match="PIXELPIPE_FAULTS"):
+        FaultInjector.parse(f"resize:storage_unavailable:{when}")

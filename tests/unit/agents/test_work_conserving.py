@@ -154,3 +154,19 @@ async def test_low_priority_is_deferred_from_basic_only_while_the_pool_is_busy(
     finally:
         idle(pool)
     assert isinstance(deferred, Failed) and deferred.error.code == "overloaded"
+
+
+async def test_a_broken_pool_stops_the_worker_instead_of_failing_the_upload(
+    tmp_path: Path, pool: ImagePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pixelpipe.errors import PoolBroken
+
+    store = LocalBlobStore(tmp_path)
+    source = store.put_source(png_of(photo(96, 64)))
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise PoolBroken("image pool broke twice", processor="pool")
+
+    monkeypatch.setattr(pool, "run", broken)
+    with pytest.raises(PoolBroken):  # not a Failed outcome: the agent crashes the worker
+        await processor_at(store, pool, "full").process(upload_of(source), ORIGIN)

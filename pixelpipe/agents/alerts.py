@@ -1,0 +1,181 @@
+"""The cluster's alert evaluator: one owner, rules from ``policy.alerts``, events on
+``pixelpipe.alerts``, and the webhook.
+
+Every worker subscribes (faust agent) to the one-partition ``pixelpipe.workers`` topic; the
+worker faust assigns it to is the owner, exactly as the outcomes partition makes one breaker
+agent. Only the owner evaluates, every ``PIXELPIPE_ALERT_INTERVAL``, from the topics alone
+(``streams.cluster_status.ClusterReader``: heartbeats, committed and end offsets, dead
+letters) and its own view of the breakers. A new owner first reads which alerts are firing on
+``pixelpipe.alerts``, so a takeover neither repeats them nor leaves them unresolved.
+
+Each transition's delivery is awaited; a failed evaluation is logged and tried again at the
+next interval (alerts are telemetry about the pipeline, never on its data path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+
+from pixelpipe.agents import metrics
+from pixelpipe.agents.app import PipelineTopics
+from pixelpipe.agents.notify import WebhookNotifier
+from pixelpipe.config import MonitorConfig, Settings
+from pixelpipe.policy.alerts import (
+    SEVERITY,
+    AlertEvent,
+    AlertRules,
+    ClusterSample,
+    RuleConfig,
+    WorkerSample,
+)
+from pixelpipe.schemas.names import ALERT_SCHEMA
+from pixelpipe.schemas.times import epoch_iso, parse_time
+from pixelpipe.streams.breaker_view import BreakerView
+from pixelpipe.streams.cluster_status import ClusterReader
+from pixelpipe.streams.topics import workers_topic
+
+log = logging.getLogger(__name__)
+
+
+def rule_config(monitor: MonitorConfig) -> RuleConfig:
+    return RuleConfig(
+        error_ratio=monitor.error_ratio, short_window_s=monitor.short_window_s,
+        long_window_s=monitor.long_window_s, health=monitor.health,
+        predict_health=monitor.predict_health, lag_records=monitor.lag_records,
+        predict_window_s=monitor.predict_window_s, predict_horizon_s=monitor.predict_horizon_s,
+        stall_s=monitor.stall_s, breaker_open_s=monitor.breaker_open_s,
+        dlq_per_min=monitor.dlq_per_min, missing_after=monitor.missing_after,
+    )
+
+
+def alert_record(event: AlertEvent, now: float, evaluator: str) -> dict[str, Any]:
+    return {
+        "schema": ALERT_SCHEMA, "id": event.id, "rule": event.rule, "severity": event.severity,
+        "state": event.state, "subject": event.subject,
+        "value": None if event.value is None else round(event.value, 6),
+        "threshold": event.threshold, "since": epoch_iso(event.since, "milliseconds"),
+        "at": epoch_iso(now, "milliseconds"), "summary": event.summary, "evaluator": evaluator,
+    }
+
+
+def worker_samples(rows: list[dict[str, Any]]) -> tuple[WorkerSample, ...]:
+    out = []
+    for row in rows:
+        try:
+            out.append(WorkerSample(
+                id=str(row["id"]), seen_at=parse_time(str(row["at"])).timestamp(),
+                interval_s=float(row.get("interval_s") or 5.0),
+                health=float(row.get("health", 1.0)),
+                attempts={k: int(v) for k, v in dict(row.get("attempts") or {}).items()},
+            ))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(out)
+
+
+class AlertEvaluator:
+    def __init__(self, app: faust.App, settings: Settings, topics: PipelineTopics,
+                 breakers: BreakerView | None, evaluator_id: str) -> None:
+        self.app, self.settings, self.topics = app, settings, topics
+        self.breakers = breakers
+        self.evaluator_id = evaluator_id
+        self.rules = AlertRules(rule_config(settings.monitor))
+        self.notifier = (WebhookNotifier(settings.monitor.webhook)
+                         if settings.monitor.webhook else None)
+        self.reader = ClusterReader(settings)
+        self.owner = False
+        self.evaluations = 0
+
+    def owns(self) -> bool:
+        consumer = self.app.consumer if self.app.started else None
+        topic = workers_topic(self.settings.topic_prefix)
+        return consumer is not None and any(
+            tp.topic == topic for tp in (consumer.assignment() or ()))
+
+    async def sample(self, now: float) -> ClusterSample:
+        await self.reader.start()
+        lag = await self.reader.lag(now, ages=False)
+        refusing: dict[str, float] = {}
+        if self.breakers is not None:
+            for processor, record in self.breakers.records.items():
+                if self.breakers.is_refusing(processor):
+                    refusing[processor] = float(record.get("since") or now)
+        return ClusterSample(
+            now=now,
+            workers=worker_samples(await self.reader.workers(now)),
+            partitions={row["partition"]: (row["committed"], row["end"])
+                        for row in lag["partitions"]},
+            refusing_since=refusing,
+            dead_letters=await self.reader.dead_letters_written(),
+        )
+
+    async def evaluate(self, now: float | None = None) -> list[dict[str, Any]]:
+        """One evaluation as the owner: the transitions it published."""
+        now = time.time() if now is None else now
+        if not self.owner:  # just became the owner: carry on from what is firing
+            self.rules = AlertRules(rule_config(self.settings.monitor))
+            await self.reader.start()
+            self.rules.restore({
+                str(a["id"]): parse_time(str(a["since"])).timestamp()
+                for a in await self.reader.alerts() if a.get("id") and a.get("since")})
+            self.owner = True
+            log.info("alert evaluator: this worker evaluates the cluster's alerts (%d firing)",
+                     len(self.rules.firing()))
+        events = self.rules.evaluate(await self.sample(now))
+        self.evaluations += 1
+        published = []
+        for event in events:
+            record = alert_record(event, now, self.evaluator_id)
+            future = await self.topics.alerts.send(key=event.id.encode(),
+                                                   value=orjson.dumps(record))
+            await future
+            level = logging.WARNING if event.state == "firing" else logging.INFO
+            log.log(level, "alert %s %s (%s): %s", event.id, event.state, event.severity,
+                    event.summary)
+            if self.notifier is not None:
+                self.notifier.notify(record)
+            published.append(record)
+        metrics.ALERTS_FIRING.clear()
+        for alert_id in self.rules.firing():
+            rule = alert_id.partition(":")[0]
+            metrics.ALERTS_FIRING.labels(alert_id, SEVERITY.get(rule, "warning")).set(1)
+        return published
+
+    async def run(self) -> None:
+        interval = self.settings.monitor.alert_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            if not self.owns():
+                if self.owner:
+                    log.info("alert evaluator: no longer the owner")
+                    metrics.ALERTS_FIRING.clear()
+                self.owner = False
+                continue
+            try:
+                await self.evaluate()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("alert evaluation failed (next in %g s): %r", interval, exc,
+                            exc_info=True)
+
+
+def register_alert_evaluator(app: faust.App, settings: Settings, topics: PipelineTopics,
+                             breakers: BreakerView | None, evaluator_id: str) -> AlertEvaluator:
+    evaluator = AlertEvaluator(app, settings, topics, breakers, evaluator_id)
+
+    async def heartbeats(stream: Any) -> None:
+        # Subscribing is what makes one worker the owner; the heartbeats themselves are
+        # read from the compacted topic at each evaluation (a new owner sees them all).
+        async for _value in stream:
+            pass
+
+    app.agent(topics.workers, name="pixelpipe.alerts", concurrency=1)(heartbeats)
+    app.task(evaluator.run)
+    return evaluator
