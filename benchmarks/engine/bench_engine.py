@@ -32,7 +32,7 @@ PHOTOS = Path(
         "PIXELPIPE_PHOTOS", Path(__file__).resolve().parents[3] / "shared" / "data" / "photos"
     )
 )
-LIBS = ("pixelpipe", "libvips", "pillow")
+LIBS = ("pixelpipe", "libvips", "pillow", "decode-floor")
 
 # case -> (input key, description)
 CASES: dict[str, tuple[str, str]] = {
@@ -40,7 +40,12 @@ CASES: dict[str, tuple[str, str]] = {
     "thumb-6mp": ("jpeg6", "6 MP JPEG -> 800 px JPEG q85"),
     "png-webp": ("png6", "6 MP PNG -> WebP q80 (same size)"),
     "4k-avif": ("jpeg4k", "4K JPEG -> AVIF q60, speed 8 / effort 1 (same size)"),
+    "three-12mp": ("jpeg12", "12 MP JPEG -> 200 px JPEG q80 + 800 px WebP q80 + 1600 px JPEG q85"),
+    "three-6mp": ("jpeg6", "6 MP JPEG -> 200 px JPEG q80 + 800 px WebP q80 + 1600 px JPEG q85"),
 }
+
+#: the three renditions of one upload (issue 15): (long side, format, quality)
+THREE = ((200, "jpeg", 80), (800, "webp", 80), (1600, "jpeg", 85))
 
 
 def _single_core() -> None:
@@ -77,14 +82,62 @@ def _pixelpipe(case: str, path: str) -> Callable[[], bytes] | None:
         "png-webp": ["format:type=webp,quality=80"],
         "4k-avif": ["format:type=avif,quality=60,speed=8"],
     }
+    if case.startswith("three"):
+        from pixelpipe.imaging.engine import RenderResult, render_many
+
+        renditions = [parse_operations([f"resize:width={side},height={side}",
+                                        f"format:type={fmt},quality={q}"])
+                      for side, fmt, q in THREE]
+
+        def three() -> bytes:
+            out = render_many(path, renditions)
+            assert all(isinstance(r, RenderResult) for r in out), out
+            return b"".join(r.data for r in out if isinstance(r, RenderResult))
+
+        return three
     ops = parse_operations(specs[case])
     return lambda: render(path, ops).data
+
+
+def _decode_floor(case: str, path: str) -> Callable[[], bytes] | None:
+    """The floor: only the shrink-on-load decode the engine itself would do (no resize,
+    encode or verify). Entropy-decoding every coefficient of the JPEG is unavoidable."""
+    from pixelpipe.imaging import parse_operations
+    from pixelpipe.imaging._cv import cv2, single_thread
+    from pixelpipe.imaging.engine import shrink_factor
+    from pixelpipe.imaging.formats import probe
+
+    single_thread()
+    if not (case.startswith("thumb") or case.startswith("three")):
+        return None
+    side = 1600 if case.startswith("three") else 800
+    data = Path(path).read_bytes()
+    header = probe(data)
+    ops = parse_operations([f"resize:width={side},height={side}"])
+    factor = shrink_factor(header, ops, header.width, header.height)
+    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
+    import numpy as np
+
+    def decode() -> bytes:
+        image = cv2.imdecode(np.frombuffer(Path(path).read_bytes(), np.uint8),
+                             flag | cv2.IMREAD_IGNORE_ORIENTATION)
+        return bytes(image[:1, :1].tobytes())
+
+    return decode
 
 
 def _libvips(case: str, path: str) -> Callable[[], bytes] | None:
     import pyvips
 
     pyvips.cache_set_max(0)  # no result cache between rounds
+    if case.startswith("three"):
+        # what imgproxy or thumbor do for three sizes: three requests, three thumbnails
+        def three() -> bytes:
+            return b"".join(pyvips.Image.thumbnail(path, side).write_to_buffer(
+                f".{'jpg' if fmt == 'jpeg' else fmt}", Q=q) for side, fmt, q in THREE)
+
+        return three
     if case.startswith("thumb"):
         return lambda: pyvips.Image.thumbnail(path, 800).write_to_buffer(".jpg", Q=85)
     if case == "png-webp":
@@ -127,6 +180,22 @@ def _pillow(case: str, path: str) -> Callable[[], bytes] | None:
 
         return run
 
+    def three() -> bytes:
+        parts = []
+        for side, fmt, q in THREE:
+            with Image.open(path) as im:
+                im.draft("RGB", (side, side))
+                w, h = im.size
+                s = side / max(w, h)
+                small = im.resize((round(w * s), round(h * s)), Image.Resampling.BICUBIC,
+                                  reducing_gap=2.0)
+            out = io.BytesIO()
+            small.save(out, fmt.upper(), quality=q)
+            parts.append(out.getvalue())
+        return b"".join(parts)
+
+    if case.startswith("three"):
+        return three
     if case.startswith("thumb"):
         return thumb
     if case == "png-webp":
@@ -141,7 +210,8 @@ def _pillow(case: str, path: str) -> Callable[[], bytes] | None:
 def worker(lib: str, case: str, path: str, rounds: int) -> dict[str, Any]:
     """Runs in a fresh process: import, warm up once, time ``rounds`` rounds."""
     _single_core()
-    make = {"pixelpipe": _pixelpipe, "libvips": _libvips, "pillow": _pillow}[lib]
+    make = {"pixelpipe": _pixelpipe, "libvips": _libvips, "pillow": _pillow,
+            "decode-floor": _decode_floor}[lib]
     job = make(case, path)
     if job is None:
         return {"skipped": "not supported by this build"}
@@ -182,11 +252,13 @@ def make_inputs(tmp: Path) -> dict[str, Path]:
     return {"jpeg12": jpeg12, "jpeg6": jpeg6, "png6": png6, "jpeg4k": jpeg4k}
 
 
-def run_all(rounds: int) -> dict[str, dict[str, dict[str, Any]]]:
+def run_all(rounds: int, only: set[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     results: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="pixelpipe-bench-") as tmp:
         inputs = make_inputs(Path(tmp))
         for case, (key, _desc) in CASES.items():
+            if only and case not in only:
+                continue
             slow = case in ("png-webp", "4k-avif")
             n = max(3, rounds // 2) if slow else rounds
             results[case] = {}
@@ -250,12 +322,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--worker", nargs=4, metavar=("LIB", "CASE", "PATH", "ROUNDS"))
+    parser.add_argument("--cases", default="", help="comma-separated cases (default: all)")
     args = parser.parse_args()
     if args.worker:
         lib, case, path, rounds = args.worker
         print(json.dumps(worker(lib, case, path, int(rounds))))
         return
-    results = run_all(args.rounds)
+    results = run_all(args.rounds, {c for c in args.cases.split(",") if c} or None)
     command = "python " + " ".join(["benchmarks/engine/bench_engine.py", *sys.argv[1:]])
     text = to_markdown(results, command)
     if args.out:

@@ -31,18 +31,29 @@ def find_cached(
         plan = plan_for_level(level, rendition, operations, parse_operation,
                               quality_cap=quality_cap)
         key = output_key(upload.source.sha256, canonical_spec(plan.operations), plan.degraded)
-        found = store.find_output(key)
-        if found is None:
-            continue
-        uri, path = found
-        data = path.read_bytes()  # once: its header and its checksum
-        header = probe(data)
-        return RenditionResult(
-            name=rendition.name, uri=uri, sha256=sha256_bytes(data), size=len(data),
-            width=header.width, height=header.height, format=header.format,
-            degraded=plan.degraded, skipped=plan.skipped,
-        )
+        found = stored_rendition(store, key, rendition, plan.degraded, plan.skipped)
+        if found is not None:
+            return found
     return None
+
+
+def stored_rendition(
+    store: LocalBlobStore, key: str, rendition: RenditionRequest, degraded: str | None,
+    skipped: tuple[str, ...],
+) -> RenditionResult | None:
+    """The output stored under ``key`` as a rendition result, or None when there is none.
+    Its size, checksum and dimensions are read from the file, never assumed."""
+    found = store.find_output(key)
+    if found is None:
+        return None
+    uri, path = found
+    data = path.read_bytes()  # once: its header and its checksum
+    header = probe(data)
+    return RenditionResult(
+        name=rendition.name, uri=uri, sha256=sha256_bytes(data), size=len(data),
+        width=header.width, height=header.height, format=header.format,
+        degraded=degraded, skipped=skipped,
+    )
 
 
 def original_as_rendition(

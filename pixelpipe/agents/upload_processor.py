@@ -16,7 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pixelpipe.agents.degraded_outputs import find_cached, original_as_rendition
+from pixelpipe.agents.degraded_outputs import (
+    find_cached,
+    original_as_rendition,
+    stored_rendition,
+)
 from pixelpipe.agents.faults import FaultInjector
 from pixelpipe.agents.telemetry import TelemetryReporter
 from pixelpipe.errors import (
@@ -82,6 +86,17 @@ class Failed:
 AttemptResult = Processed | Failed
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """A rendition to render: its final operations, its ``degraded`` mark and what was left
+    out (by the level or an open breaker)."""
+
+    rendition: RenditionRequest
+    operations: tuple[Operation, ...]
+    degraded: str | None
+    skipped: tuple[str, ...]
+
+
 class UploadProcessor:
     """Runs uploads through the image pool and the blob store. One per worker process."""
 
@@ -138,7 +153,8 @@ class UploadProcessor:
                 results = await self._cached_all(upload, plans)
             else:
                 source_path = await self._check_source(upload)
-                results = await self._render_all(upload, source_path, plans, level, forced)
+                results = await self._render_all(upload, source_path, plans, level, forced,
+                                                 attempts)
         except OperationalError:
             raise  # the worker cannot process anything (a broken pool): stop, settle nothing
         except PixelpipeError as error:
@@ -161,6 +177,7 @@ class UploadProcessor:
                 completed_at=utc_now_iso(),
                 attributes=upload.attributes,
                 level=level,
+                supersedes=upload.supersedes,
             )
         )
 
@@ -223,22 +240,44 @@ class UploadProcessor:
     async def _render_all(
         self, upload: UploadEvent, source: Path,
         plans: Sequence[tuple[RenditionRequest, Sequence[Operation]]], level: Level = "full",
-        forced: bool = False,
+        forced: bool = False, attempts: int = 1,
     ) -> list[RenditionResult]:
-        outcomes = await asyncio.gather(
-            *(self._render_one(upload, source, r, ops, level, forced) for r, ops in plans),
-            return_exceptions=True,
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return [o for o in outcomes if isinstance(o, RenditionResult)]
+        """Every rendition of the upload; the renders in **one pool task from one decode**.
 
-    async def _render_one(
+        A rendition that fails does not lose the others: they are rendered and stored (and
+        counted as successes), then the upload fails with the first failing rendition's own
+        error. Its retry serves the stored ones from the store (``attempts`` > 1) and renders
+        only what is missing.
+        """
+        served: list[RenditionResult | _Job] = [
+            await self._plan_one(upload, source, rendition, operations, level, forced, attempts)
+            for rendition, operations in plans
+        ]
+        jobs = [(i, job) for i, job in enumerate(served) if isinstance(job, _Job)]
+        outcomes = await self._run_jobs(source, [job for _, job in jobs])
+        first_error: PixelpipeError | None = None
+        for (i, job), outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, PixelpipeError):
+                await self._report_failure(outcome)
+                first_error = first_error or outcome
+                continue
+            await self._report_success(outcome)
+            try:
+                served[i] = await self._store(upload, job, outcome)
+            except PixelpipeError as error:
+                first_error = first_error or error
+        if first_error is not None:
+            raise first_error
+        return [r for r in served if isinstance(r, RenditionResult)]
+
+    async def _plan_one(
         self, upload: UploadEvent, source: Path, rendition: RenditionRequest,
         operations: Sequence[Operation], level: Level = "full", forced: bool = False,
-    ) -> RenditionResult:
-        """One rendition at ``level``.
+        attempts: int = 1,
+    ) -> RenditionResult | _Job:
+        """How one rendition is served at ``level``: a result made without rendering (cached,
+        original, already stored by an earlier attempt) or a render job; ``Overloaded``
+        defers the upload.
 
         Work-conserving: at an automatic ``cached_only`` or ``emergency``, a rendition the
         pool has room for *now* is rendered at ``basic`` instead of deferred or served as the
@@ -263,24 +302,57 @@ class UploadProcessor:
             raise Overloaded(f"service level {level}: no stored output of rendition "
                              f"{rendition.name!r} yet", processor="degrade")
         plan = gate(rendition, at_level.operations, self._decide, parse_operation)
-        degraded = worse_of(at_level.degraded, plan.degraded)
-        try:
-            if self.faults.active:
-                for name in processors_of(plan.operations)[:-1]:  # store is checked below
-                    self.faults.check(name)
-                for operation in plan.operations:
-                    self.faults.check(operation.name)
-            result: RenderResult = await self.pool.run(str(source), plan.operations, self.limits)
-        except PixelpipeError as error:
-            await self._report_failure(error)
-            raise
-        await self._report_success(result)
-        key = output_key(upload.source.sha256, canonical_spec(plan.operations), degraded)
+        job = _Job(rendition, tuple(plan.operations), worse_of(at_level.degraded, plan.degraded),
+                   tuple(at_level.skipped) + tuple(plan.skipped))
+        if attempts > 1:  # an earlier attempt may have stored it before another one failed
+            stored = await asyncio.to_thread(
+                stored_rendition, self.store, self._key(upload, job), rendition, job.degraded,
+                job.skipped)
+            if stored is not None:
+                return stored
+        return job
+
+    async def _run_jobs(self, source: Path, jobs: Sequence[_Job]) -> list[RenderResult | PixelpipeError]:
+        """Render every job: one pool task for all of them (``ImagePool.run_many``)."""
+        outcomes: list[RenderResult | PixelpipeError | None] = [None] * len(jobs)
+        to_run: list[int] = []
+        for k, job in enumerate(jobs):
+            try:
+                if self.faults.active:
+                    for name in processors_of(job.operations)[:-1]:  # store is checked below
+                        self.faults.check(name)
+                    for operation in job.operations:
+                        self.faults.check(operation.name)
+            except PixelpipeError as error:
+                outcomes[k] = error
+                continue
+            to_run.append(k)
+        if to_run:
+            results: list[RenderResult | PixelpipeError]
+            try:
+                if len(to_run) == 1:
+                    results = [await self.pool.run(str(source), jobs[to_run[0]].operations,
+                                                   self.limits)]
+                else:
+                    results = await self.pool.run_many(
+                        str(source), [jobs[k].operations for k in to_run], self.limits)
+            except OperationalError:
+                raise
+            except PixelpipeError as error:  # the source, a timeout, a dead process: all
+                results = [error] * len(to_run)
+            for k, result in zip(to_run, results, strict=True):
+                outcomes[k] = result
+        return [o if o is not None else InternalError("not rendered") for o in outcomes]
+
+    def _key(self, upload: UploadEvent, job: _Job) -> str:
+        return output_key(upload.source.sha256, canonical_spec(job.operations), job.degraded)
+
+    async def _store(self, upload: UploadEvent, job: _Job, result: RenderResult) -> RenditionResult:
         began = time.perf_counter()
         try:
             self.faults.check("store")
             stored = await asyncio.to_thread(
-                self.store.put_output, key, output_extension(result.format),
+                self.store.put_output, self._key(upload, job), output_extension(result.format),
                 result.data,
             )
         except PixelpipeError as error:
@@ -289,15 +361,15 @@ class UploadProcessor:
         await self.reporter.report("store", ok=True,
                                    duration_ms=(time.perf_counter() - began) * 1000)
         return RenditionResult(
-            name=rendition.name,
+            name=job.rendition.name,
             uri=stored.uri,
             sha256=stored.sha256,
             size=stored.size,
             width=result.width,
             height=result.height,
             format=result.format,
-            degraded=degraded,
-            skipped=tuple(at_level.skipped) + tuple(plan.skipped) + tuple(result.skipped),
+            degraded=job.degraded,
+            skipped=job.skipped + tuple(result.skipped),
         )
 
     def _decide(self, processor: str) -> str:

@@ -85,6 +85,19 @@ def _run_in_child(
         os._exit(OUT_OF_MEMORY_EXIT)
 
 
+def _run_many_in_child(
+    source_path: str, renditions: tuple[tuple[Operation, ...], ...], limits: Limits
+) -> list[RenderResult | PixelpipeError]:
+    from pixelpipe.imaging.engine import render_many
+
+    try:
+        return render_many(source_path, renditions, limits)
+    except WorkerCrashed:
+        os._exit(OUT_OF_MEMORY_EXIT)
+    except MemoryError:
+        os._exit(OUT_OF_MEMORY_EXIT)
+
+
 class ImagePool:
     """A pool of render processes.
 
@@ -139,12 +152,17 @@ class ImagePool:
         limits: Limits = DEFAULT_LIMITS,
     ) -> concurrent.futures.Future[RenderResult]:
         """Schedule a render; the returned future raises pebble's raw errors (see :meth:`run`)."""
+        # the child opens the file itself, so megabytes of source never cross a pipe
+        future: concurrent.futures.Future[RenderResult] = self._schedule(
+            _run_in_child, (os.fspath(source_path), tuple(operations), limits),
+            self.task_timeout_s)
+        return future
+
+    def _schedule(self, function: Any, args: tuple[Any, ...], timeout: float) -> Any:
         if self._closed:
             raise InternalError("image pool is closed", processor="pool")
-        args = (os.fspath(source_path), tuple(operations), limits)
-        # the child opens the file itself, so megabytes of source never cross a pipe
         try:
-            return self._pool.schedule(_run_in_child, args=args, timeout=self.task_timeout_s)
+            return self._pool.schedule(function, args=args, timeout=timeout)
         except RuntimeError as exc:
             # pebble's pool manager died (e.g. a replacement process could not even start:
             # seen when the package was reinstalled under a running worker). Every later
@@ -152,7 +170,7 @@ class ImagePool:
             # internal error: replace the pool once; if it breaks again soon, stop the worker.
             self._rebuild(exc)
             try:
-                return self._pool.schedule(_run_in_child, args=args, timeout=self.task_timeout_s)
+                return self._pool.schedule(function, args=args, timeout=timeout)
             except RuntimeError as again:
                 raise PoolBroken(f"image pool broken again right after a rebuild: {again}",
                                  processor="pool") from again
@@ -183,7 +201,26 @@ class ImagePool:
 
         Cancelling the awaiting task cancels the render (pebble stops its process).
         """
-        future = self.submit(source_path, operations, limits)
+        result: RenderResult = await self._await(
+            self.submit(source_path, operations, limits), self.task_timeout_s)
+        return result
+
+    async def run_many(
+        self,
+        source_path: str,
+        renditions: Sequence[Sequence[Operation]],
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> list[RenderResult | PixelpipeError]:
+        """Every rendition of one upload in one task from one decode (``engine.render_many``):
+        one result or error per rendition. The timeout grows with the renditions; a source
+        that cannot be decoded, a timeout or a dead process raise for them all."""
+        timeout = self.task_timeout_s * max(1, len(renditions))
+        args = (os.fspath(source_path), tuple(tuple(ops) for ops in renditions), limits)
+        results: list[RenderResult | PixelpipeError] = await self._await(
+            self._schedule(_run_many_in_child, args, timeout), timeout)
+        return results
+
+    async def _await(self, future: Any, timeout: float) -> Any:
         self.pending += 1
         try:
             return await asyncio.wrap_future(future)
@@ -192,7 +229,7 @@ class ImagePool:
         except (TimeoutError, concurrent.futures.TimeoutError) as exc:
             self.restarts += 1
             raise ProcessingTimeout(
-                f"render took longer than {self.task_timeout_s:g} s; worker killed",
+                f"render took longer than {timeout:g} s; worker killed",
                 processor="pool",
             ) from exc
         except pebble.ProcessExpired as exc:

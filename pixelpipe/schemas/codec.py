@@ -82,6 +82,9 @@ def to_dict(event: UploadEvent | ProcessedEvent | DeadLetter | RetryEnvelope) ->
                 del rendition["fallback_format"]
         if data["deadline"] is None:
             del data["deadline"]
+    if isinstance(event, UploadEvent | ProcessedEvent) and data["supersedes"] is None:
+        # absent unless set (a backfill): every other record stays as it was before the field
+        del data["supersedes"]
     if isinstance(event, DeadLetter):
         data["error"]["class"] = data["error"].pop("class_")
     return data
@@ -240,6 +243,7 @@ def decode_upload(raw: bytes | None) -> UploadEvent:
     deadline = _opt(data, "deadline", str)
     attributes = _opt(data, "attributes", dict) or {}
     replays = _opt(data, "replays", int) or 0
+    supersedes = _opt(data, "supersedes", str)
     return UploadEvent(
         event_id=_nonempty(_field(data, "event_id", str), "event_id"),
         image_id=_nonempty(_field(data, "image_id", str), "image_id"),
@@ -256,6 +260,7 @@ def decode_upload(raw: bytes | None) -> UploadEvent:
         deadline=None if deadline is None else _time(deadline, "deadline"),
         attributes=attributes,
         replays=replays,
+        supersedes=None if supersedes is None else _nonempty(supersedes, "supersedes"),
     )
 
 
@@ -297,6 +302,7 @@ def decode_processed(raw: bytes | None) -> ProcessedEvent:
         completed_at=_field(data, "completed_at", str),
         attributes=_opt(data, "attributes", dict) or {},
         level=_opt(data, "level", str) or "full",  # absent in events from before issue 10
+        supersedes=_opt(data, "supersedes", str),  # set on a backfill's outcome only
     )
 
 

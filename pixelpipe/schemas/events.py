@@ -62,6 +62,10 @@ class UploadEvent:
     attributes: dict[str, Any] = field(default_factory=dict)
     #: how many times an operator replayed this event from the dead-letter topic
     replays: int = 0
+    #: set by ``pixelpipe backfill``: this upload re-requests an event whose outputs were
+    #: degraded; the processed event it replaces, as ``<partition>@<offset>`` on the processed
+    #: topic (None: an ordinary upload)
+    supersedes: str | None = None
     schema: str = UPLOAD_SCHEMA
 
 
@@ -95,6 +99,9 @@ class ProcessedEvent:
     #: the service level the worker served it at (``full`` ... ``emergency``); each rendition
     #: says in ``degraded`` whether (and how) it was served below ``full``
     level: str = "full"
+    #: the processed event this one replaces (``<partition>@<offset>`` on the processed topic),
+    #: copied from a backfill upload; None for a first outcome
+    supersedes: str | None = None
     schema: str = PROCESSED_SCHEMA
 
 

@@ -1,5 +1,5 @@
-"""Read processed-image events: each ``event_id`` once, a consumer group that commits only
-what was yielded."""
+"""Read processed-image events: each event once (a superseding event of a backfill too), a
+consumer group that commits only what was yielded."""
 
 from __future__ import annotations
 
@@ -21,13 +21,19 @@ from pixelpipe.streams.topics import processed_topic
 
 
 class ProcessedConsumer:
-    """Processed-image events as an async iterator; each ``event_id`` is yielded once.
+    """Processed-image events as an async iterator; each event is yielded once.
+
+    An event is identified by ``(event_id, supersedes)``: the first record with a key is
+    yielded and its repeats (at-least-once redelivery) are dropped, but the outcome of a
+    ``pixelpipe backfill`` upload (same ``event_id``, ``supersedes`` naming the event it
+    replaces) is a new event and passes through, so a consumer gets the full-quality
+    renditions of an event it first got degraded.
 
     ``group``: a consumer group that commits what was yielded (resume where you left off);
     without one, a group-less reader of every partition. ``from_beginning``: start at the
     earliest offset (else at the end, or at the group's committed offset). ``follow``: keep
     waiting for new events (else stop at the end as of start-up). ``dedupe_window``: how many
-    recent event ids are remembered to drop duplicates (at-least-once delivery can repeat one).
+    recent event keys are remembered to drop duplicates (at-least-once delivery can repeat one).
     """
 
     def __init__(
@@ -46,7 +52,7 @@ class ProcessedConsumer:
         self.follow = follow
         self.limit = limit
         self.duplicates_dropped = 0
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         self._window = dedupe_window
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -76,12 +82,14 @@ class ProcessedConsumer:
             await self._consumer.stop()
             self._consumer = None
 
-    def _is_new(self, event_id: str) -> bool:
-        if event_id in self._seen:
-            self._seen.move_to_end(event_id)
+    def _is_new(self, event: ProcessedEvent) -> bool:
+        """First sight of ``(event_id, supersedes)``: a repeat is a duplicate, dropped."""
+        key = (event.event_id, event.supersedes)
+        if key in self._seen:
+            self._seen.move_to_end(key)
             self.duplicates_dropped += 1
             return False
-        self._seen[event_id] = None
+        self._seen[key] = None
         if len(self._seen) > self._window:
             self._seen.popitem(last=False)
         return True
@@ -108,7 +116,7 @@ class ProcessedConsumer:
                         event = decode_processed(record.value)
                     except MalformedEvent:
                         continue
-                    if not self._is_new(event.event_id):
+                    if not self._is_new(event):
                         continue
                     yield event
                     yielded += 1

@@ -154,7 +154,7 @@ async def test_a_good_upload_is_processed_with_every_rendition_stored(
     # telemetry: successes are aggregated per processor until the flush
     await processor.reporter.flush()
     assert all(body["ok"] for body in topic.sent)
-    assert sent_for(topic, "decode")[0]["calls"] == 2  # once per rendition
+    assert sent_for(topic, "decode")[0]["calls"] == 1  # decoded once for both renditions
     assert sent_for(topic, "resize")[0]["calls"] == 2
     assert sent_for(topic, "jpeg")[0]["calls"] == 1
     assert sent_for(topic, "webp")[0]["calls"] == 1

@@ -168,5 +168,6 @@ async def test_a_broken_pool_stops_the_worker_instead_of_failing_the_upload(
         raise PoolBroken("image pool broke twice", processor="pool")
 
     monkeypatch.setattr(pool, "run", broken)
+    monkeypatch.setattr(pool, "run_many", broken)
     with pytest.raises(PoolBroken):  # not a Failed outcome: the agent crashes the worker
         await processor_at(store, pool, "full").process(upload_of(source), ORIGIN)
