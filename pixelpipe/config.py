@@ -15,6 +15,7 @@ edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` w
 | PIXELPIPE_TASK_TIMEOUT          | 60                          | seconds before a task's process dies  |
 | PIXELPIPE_MAX_INFLIGHT          | 2 x workers + 2             | uploads processed at once per worker  |
 | PIXELPIPE_WEB_HOST / _WEB_PORT  | 127.0.0.1 / 6066            | worker web server (loopback default)  |
+| PIXELPIPE_WEB_TOKEN / _TOKEN_FILE | (none)                    | bearer token of /status, dashboard data |
 | PIXELPIPE_MAX_PIXELS            | engine: 50000000            | decode limit: pixels                  |
 | PIXELPIPE_MAX_SIDE              | engine: 16384               | decode limit: pixels per side         |
 | PIXELPIPE_MAX_BYTES             | engine: 52428800            | decode limit: source bytes            |
@@ -59,7 +60,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,8 @@ ENV_TASK_TIMEOUT = "PIXELPIPE_TASK_TIMEOUT"
 ENV_MAX_INFLIGHT = "PIXELPIPE_MAX_INFLIGHT"
 ENV_WEB_HOST = "PIXELPIPE_WEB_HOST"
 ENV_WEB_PORT = "PIXELPIPE_WEB_PORT"
+ENV_WEB_TOKEN = "PIXELPIPE_WEB_TOKEN"  # noqa: S105 (the variable's name, not a secret)
+ENV_WEB_TOKEN_FILE = "PIXELPIPE_WEB_TOKEN_FILE"  # noqa: S105
 ENV_MAX_PIXELS = "PIXELPIPE_MAX_PIXELS"
 ENV_MAX_SIDE = "PIXELPIPE_MAX_SIDE"
 ENV_MAX_BYTES = "PIXELPIPE_MAX_BYTES"
@@ -217,6 +220,9 @@ class Settings:
     max_inflight: int = 0  # 0: derived from workers in __post_init__
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    #: bearer token for /status and the dashboard's data; required when web_host is not
+    #: loopback. A secret: never in repr, logs or status.
+    web_token: str = field(default="", repr=False)
     # decode limits; None: the engine's own defaults (imaging.limits.DEFAULT_LIMITS, the one
     # place they are written: 50 MP, 16,384 px a side, 50 MiB)
     max_pixels: int | None = None
@@ -253,6 +259,18 @@ class Settings:
         bootstrap_from_url(self.broker)  # a bad URL fails here, in one line, not in aiokafka
 
     @property
+    def web_is_loopback(self) -> bool:
+        return self.web_host in ("localhost", "::1") or self.web_host.startswith("127.")
+
+    def check_web_exposure(self) -> None:
+        """A worker whose web server is reachable beyond this machine must protect its data."""
+        if not self.web_is_loopback and not self.web_token:
+            raise ConfigError(
+                f"{ENV_WEB_HOST}={self.web_host} exposes the web server beyond loopback: set "
+                f"{ENV_WEB_TOKEN} or {ENV_WEB_TOKEN_FILE} (a bearer token for /status and the "
+                f"dashboard's data), or bind 127.0.0.1")
+
+    @property
     def uploads_group(self) -> str:
         """The consumer group whose committed offsets say which uploads are settled.
 
@@ -287,6 +305,8 @@ class Settings:
         _read(env, ENV_MAX_INFLIGHT, values, "max_inflight", int)
         _read(env, ENV_WEB_HOST, values, "web_host", str)
         _read(env, ENV_WEB_PORT, values, "web_port", int)
+        _read(env, ENV_WEB_TOKEN, values, "web_token", str)
+        _read(env, ENV_WEB_TOKEN_FILE, values, "web_token", _secret_file)
         _read(env, ENV_MAX_PIXELS, values, "max_pixels", int)
         _read(env, ENV_MAX_SIDE, values, "max_side", int)
         _read(env, ENV_MAX_BYTES, values, "max_bytes", int)
@@ -336,6 +356,18 @@ def _read(
         into[key] = kind(raw.strip())
     except ValueError as exc:
         raise ConfigError(f"{name}={raw!r}: {exc}") from exc
+
+
+def _secret_file(path: str) -> str:
+    """The first line of a secret's file (``..._FILE`` variables); the secret never appears
+    in an error message, only the path."""
+    try:
+        secret = Path(path).expanduser().read_text().strip().splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if not secret or not secret[0].strip():
+        raise ValueError(f"{path} is empty")
+    return secret[0].strip()
 
 
 def bootstrap_from_url(url: str) -> str:

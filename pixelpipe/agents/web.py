@@ -1,13 +1,18 @@
 """The worker's web endpoints: ``/health``, ``/ready``, ``/status`` (JSON), ``/metrics``.
 
 Bound to loopback unless ``PIXELPIPE_WEB_HOST`` says otherwise (faust binds 0.0.0.0 by
-default); faust's own table views are off.
+default); faust's own table views are off. With ``PIXELPIPE_WEB_TOKEN`` set (required when
+bound beyond loopback), ``/status`` and the dashboard's data need ``Authorization: Bearer
+<token>``; the probes (``/health``, ``/ready``) and ``/metrics`` stay open for orchestrators
+and scrapers.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -20,6 +25,20 @@ from pixelpipe.config import Settings
 from pixelpipe.streams.breaker_view import BreakerView
 
 _STARTED = time.time()
+
+
+def bearer_guard(settings: Settings) -> Callable[[Any], bool] | None:
+    """A request check for the token (constant-time compare), or None when none is set."""
+    token = settings.web_token
+    if not token:
+        return None
+    expected = f"Bearer {token}".encode()
+
+    def allowed(request: Any) -> bool:
+        given = str(request.headers.get("Authorization", "")).encode()
+        return hmac.compare_digest(given, expected)
+
+    return allowed
 
 
 def register_web_views(
@@ -47,8 +66,13 @@ def register_web_views(
             metrics.BREAKER_OPEN.labels(processor).set(1 if refusing else 0)
         return web.text(metrics.exposition().decode(), content_type="text/plain")
 
+    allowed = bearer_guard(settings)
+
     @app.page("/status")
     async def status(web: Any, request: Any) -> Any:
+        if allowed is not None and not allowed(request):
+            return web.json({"error": "a bearer token is required"}, status=401,
+                            headers={"WWW-Authenticate": "Bearer"})
         assignment = sorted(
             f"{tp.topic}:{tp.partition}" for tp in (app.consumer.assignment() or ())
         ) if app.consumer else []

@@ -26,9 +26,10 @@ from pixelpipe.agents.service_level import ServiceLevel
 from pixelpipe.agents.telemetry import TelemetryReporter
 from pixelpipe.agents.upload_processor import UploadProcessor
 from pixelpipe.agents.uploads_feed import register_upload_feed
-from pixelpipe.agents.web import register_web_views
+from pixelpipe.agents.web import bearer_guard, register_web_views
 from pixelpipe.config import Settings
 from pixelpipe.imaging import DEFAULT_LIMITS, ImagePool, Limits
+from pixelpipe.imaging.codecs import codec_versions
 from pixelpipe.policy.routing import RetryPolicy
 from pixelpipe.storage.local import LocalBlobStore
 from pixelpipe.streams.admin import declare_pipeline_topics
@@ -105,7 +106,7 @@ def build_worker(settings: Settings) -> WorkerParts:
                           scheduler=scheduler, breakers=breakers)
     app.task(heartbeat.run)
     alerts = register_alert_evaluator(app, settings, topics, breakers, heartbeat.id)
-    register_dashboard(app, DashboardData(settings, heartbeat))
+    register_dashboard(app, DashboardData(settings, heartbeat), allowed=bearer_guard(settings))
 
     @app.task  # type: ignore[untyped-decorator]
     async def service_level() -> None:
@@ -121,6 +122,8 @@ def build_worker(settings: Settings) -> WorkerParts:
         )
         if faults.active:
             log.warning("FAULT INJECTION IS ON: %s", settings.faults)
+        # what decodes untrusted input, for the record (not in any lock file)
+        log.info("codecs: %s", "; ".join(f"{k} {v}" for k, v in codec_versions().items()))
 
     app.task(announce)
 
@@ -152,6 +155,7 @@ class DashboardData:
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Declare the topics, then run a faust worker until SIGTERM/SIGINT. Blocks."""
+    settings.check_web_exposure()
     asyncio.run(declare_pipeline_topics(settings))
     parts = build_worker(settings)
     worker = faust.Worker(parts.app, loglevel=loglevel, redirect_stdouts=False)

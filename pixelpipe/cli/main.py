@@ -70,6 +70,35 @@ def main(ctx: click.Context, debug: bool) -> None:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
+# --------------------------------------------------------------------------- version
+
+
+@main.command()
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also the codec libraries OpenCV bundles and the Python libraries.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def version(verbose: bool, as_json: bool) -> None:
+    """pixelpipe's version; with --verbose, the versions of the codecs that decode untrusted
+    images (libjpeg-turbo, libpng, libwebp, libavif, ...: bundled in the OpenCV wheel, in no
+    lock file) and of the libraries it runs on."""
+    import platform
+
+    from pixelpipe import __version__
+    from pixelpipe.imaging.codecs import codec_versions, library_versions
+
+    body: dict[str, Any] = {"pixelpipe": __version__, "python": platform.python_version()}
+    if verbose:
+        body["codecs"] = codec_versions()
+        body["libraries"] = library_versions()
+    if as_json:
+        emit(body)
+        return
+    click.echo(f"pixelpipe {body['pixelpipe']} (Python {body['python']})")
+    for section in ("codecs", "libraries"):
+        for name, value in body.get(section, {}).items():
+            click.echo(f"  {name + ':':26} {value}")
+
+
 # --------------------------------------------------------------------------- worker
 
 
@@ -348,6 +377,7 @@ def demo(keep_running: bool, photos: Path | None, broker: str | None) -> None:
 
 
 def _register_subcommands() -> None:
+    from pixelpipe.cli.backfill import backfill
     from pixelpipe.cli.breaker import breaker
     from pixelpipe.cli.catalog import ops, presets
     from pixelpipe.cli.degrade import degrade
@@ -361,6 +391,7 @@ def _register_subcommands() -> None:
     main.add_command(presets)
     main.add_command(status)
     main.add_command(alerts)
+    main.add_command(backfill)
 
 
 _register_subcommands()

@@ -153,10 +153,15 @@ def mount_dashboard(webapp: aioweb.Application, data: DataSource) -> None:
         webapp.router.add_get(path, handler)
 
 
-def register_dashboard(app: faust.App, data: DataSource) -> None:
-    """Add ``/dashboard`` and ``/dashboard/data`` (and the page's two assets) to a faust app."""
+def register_dashboard(app: faust.App, data: DataSource,
+                       allowed: Callable[[Any], bool] | None = None) -> None:
+    """Add ``/dashboard`` and ``/dashboard/data`` (and the page's two assets) to a faust app.
+
+    ``allowed(request)``: when given, ``/dashboard/data`` answers 401 unless it says yes (the
+    worker's bearer-token check); the page and its assets hold no data and stay open."""
     for path, make in Dashboard(data).replies().items():
-        app.page(path, name=_view_name(path))(_faust_page(make))
+        guard = allowed if path == DATA_PATH else None
+        app.page(path, name=_view_name(path))(_faust_page(make, guard))
 
     @app.page(PAGE_PATH + "/", name="dashboard_slash")
     async def dashboard_slash(web: Any, request: Any) -> Any:
@@ -169,8 +174,13 @@ def _view_name(path: str) -> str:
     return "dashboard" + path[len(PAGE_PATH):].replace("/", "_").replace(".", "_")
 
 
-def _faust_page(make: Callable[[], Awaitable[Reply]]) -> Callable[[Any, Any], Awaitable[Any]]:
+def _faust_page(make: Callable[[], Awaitable[Reply]],
+                allowed: Callable[[Any], bool] | None = None,
+                ) -> Callable[[Any, Any], Awaitable[Any]]:
     async def page(web: Any, request: Any) -> Any:
+        if allowed is not None and not allowed(request):
+            return web.json({"error": "a bearer token is required"}, status=401,
+                            headers={"WWW-Authenticate": "Bearer"})
         reply = await make()
         # faust's ``web.bytes`` passes ``content_type`` to aiohttp, which refuses a charset in
         # it: say the full type in the header instead.

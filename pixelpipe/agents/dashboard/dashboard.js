@@ -10,6 +10,9 @@
 
 (function () {
   const DATA_URL = "dashboard/data"; // relative: works behind a path prefix too
+  // A worker bound beyond loopback wants a bearer token for its data: open the page as
+  // /dashboard#token=... (a fragment is never sent to the server, so it stays out of logs).
+  const TOKEN = new URLSearchParams(location.hash.replace(/^#/, "")).get("token");
   const DEFAULT_POLL_MS = 2000;
   const FETCH_TIMEOUT_MS = 5000;
   const STALE_STATUS_S = 60; // a status snapshot older than this is flagged
@@ -566,7 +569,9 @@
     const timer = setTimeout(() => ctrl.abort(), FETCH_TIMEOUT_MS);
     let resp;
     try {
-      resp = await fetch(DATA_URL, { cache: "no-store", signal: ctrl.signal, headers: { Accept: "application/json" } });
+      const headers = { Accept: "application/json" };
+      if (TOKEN) headers.Authorization = "Bearer " + TOKEN;
+      resp = await fetch(DATA_URL, { cache: "no-store", signal: ctrl.signal, headers: headers });
     } catch (err) {
       throw new Error(err && err.name === "AbortError" ? "timed out" : "network error");
     } finally {
@@ -575,6 +580,7 @@
     let body = null;
     try { body = await resp.json(); } catch (err) { body = undefined; }
     if (!resp.ok) {
+      if (resp.status === 401) throw new Error("HTTP 401: open this page as /dashboard#token=<PIXELPIPE_WEB_TOKEN>");
       const why = isObj(body) && body.error ? ": " + str(body.error) : "";
       throw new Error("HTTP " + resp.status + why);
     }

@@ -177,3 +177,19 @@ def test_debug_keeps_the_traceback(
 
 def test_usage_errors_keep_clicks_exit_code(runner: CliRunner) -> None:
     assert runner.invoke(main, ["consume", "--limit", "many"]).exit_code == 2
+
+
+def test_a_worker_bound_beyond_loopback_without_a_token_refuses_in_one_line(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("PIXELPIPE_WEB_HOST", "0.0.0.0")
+    monkeypatch.delenv("PIXELPIPE_WEB_TOKEN", raising=False)
+    result = runner.invoke(main, ["worker", "--web-port", str(port)])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "PIXELPIPE_WEB_TOKEN" in result.stderr
+    assert "Traceback" not in result.output
