@@ -301,7 +301,7 @@ def _publish_line(path: Path, upload: Any) -> dict[str, Any]:
 def consume(
     from_beginning: bool, follow: bool, limit: int | None, group: str | None, broker: str | None
 ) -> None:
-    """Print processed-image events as JSON lines (each event_id once).
+    """Print processed-image events as JSON lines (each event once; a backfill upgrade is new).
 
     \b
     Where it starts and stops:
