@@ -34,8 +34,10 @@ def codec_versions(build_information: str | None = None) -> dict[str, str]:
     try:
         import pillow_heif  # type: ignore[import-not-found,unused-ignore]
 
-        out["HEIF"] = f"pillow-heif {metadata.version('pillow-heif')} (libheif " \
-                      f"{getattr(pillow_heif, 'libheif_version', lambda: '?')()})"
+        info = pillow_heif.libheif_info()
+        decoders = ", ".join(str(v) for v in dict(info.get("decoders", {})).values())
+        out["HEIF"] = (f"pillow-heif {metadata.version('pillow-heif')}, libheif "
+                       f"{info.get('libheif', '?')} ({decoders or 'no decoder'})")
     except (ImportError, metadata.PackageNotFoundError):
         pass
     return out

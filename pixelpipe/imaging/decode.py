@@ -4,17 +4,26 @@ The header has already been checked against the limits (see :mod:`formats`); thi
 only ever decodes what was allowed. JPEGs may be decoded at 1/2, 1/4 or 1/8 scale
 ("shrink on load", ``IMREAD_REDUCED_*``), which costs a fraction of a full decode.
 
+HEIC is decoded by libheif (libde265) through pillow-heif, the primary image only, with
+libheif's ``clap``/``irot``/``imir`` transforms applied: that is HEIF's orientation, and the
+EXIF Orientation tag is ignored for it (see :func:`pixelpipe.imaging.formats._heic`). libheif
+is asked for the size first and must agree with the header that was checked against the
+limits, before a pixel is decoded; 10/12-bit samples come out as 8-bit.
+
 Normalisation: 16-bit samples become 8-bit, float samples are clipped to 0-1 and scaled,
 gray+alpha becomes BGRA, an alpha channel that is fully opaque is dropped, CMYK JPEGs are
 converted to BGR by the decoder, palette images are expanded by the decoder. Animated GIF,
-WebP, PNG (APNG) and AVIF sources render their first frame only.
+WebP, PNG (APNG) and AVIF sources render their first frame only; a HEIC burst or sequence
+renders its primary image.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
-from typing import Final
+from types import ModuleType
+from typing import Any, Final
 
 import numpy as np
 
@@ -22,6 +31,7 @@ from pixelpipe.errors import (
     CorruptImage,
     ForbiddenSource,
     ImageTooLarge,
+    PixelpipeError,
     SourceMissing,
     UnsupportedFormat,
     WorkerCrashed,
@@ -31,7 +41,7 @@ from pixelpipe.imaging.formats import Header
 from pixelpipe.imaging.limits import Limits
 from pixelpipe.imaging.ops.base import Image
 
-__all__ = ["decode", "read_source", "translate_cv_error"]
+__all__ = ["decode", "read_source", "translate_cv_error", "translate_heif_error"]
 
 _COLOR_FLAGS: Final = {
     1: cv2.IMREAD_COLOR,
@@ -101,12 +111,111 @@ def translate_cv_error(exc: cv2.error, processor: str) -> Exception:
     return CorruptImage(f"{processor} failed: {text.strip().splitlines()[-1]}", processor=processor)
 
 
+def translate_heif_error(exc: Exception, processor: str = "decode") -> Exception:
+    """Map a libheif error (pillow-heif raises ``ValueError``/``RuntimeError`` carrying
+    libheif's message) to our tree, like :func:`translate_cv_error`."""
+    text = str(exc).strip()
+    detail = text.splitlines()[-1] if text else type(exc).__name__
+    if "Security limit" in text:  # libheif's own ceiling (its code says "Memory allocation")
+        return ImageTooLarge(f"heic exceeds libheif's limits: {detail}", processor=processor)
+    if isinstance(exc, MemoryError) or "Memory allocation" in text:
+        return WorkerCrashed(f"out of memory in {processor}", processor=processor)
+    if "Unsupported" in text or "No decoding plugin" in text or "No decoder" in text:
+        return UnsupportedFormat(f"heic feature not supported: {detail}", processor=processor)
+    return CorruptImage(f"heic data could not be decoded: {detail}", processor=processor)
+
+
+@functools.cache
+def _pillow_heif() -> ModuleType:
+    """pillow-heif, imported on the first HEIC (processes that never see one do not load
+    libheif) and set up once: one decoding thread per process like everything else here, and
+    no thumbnail, depth or auxiliary image handles (only the primary image is decoded)."""
+    import pillow_heif
+
+    pillow_heif.options.DECODE_THREADS = 1
+    pillow_heif.options.THUMBNAILS = False
+    pillow_heif.options.DEPTH_IMAGES = False
+    pillow_heif.options.AUX_IMAGES = False
+    return pillow_heif
+
+
+#: pillow-heif's modes (``bgr_mode``): channels, premultiplied alpha, RGB order, sample type;
+#: colour comes out 8-bit (``convert_hdr_to_8bit``) but 10/12-bit gray as 16-bit ``I;16``
+_HEIF_MODES: Final[dict[str, tuple[int, bool, bool, type[np.unsignedinteger[Any]]]]] = {
+    "L": (1, False, False, np.uint8), "BGR": (3, False, False, np.uint8),
+    "BGRA": (4, False, False, np.uint8), "BGRa": (4, True, False, np.uint8),
+    "RGB": (3, False, True, np.uint8), "RGBA": (4, False, True, np.uint8),
+    "RGBa": (4, True, True, np.uint8), "I;16": (1, False, False, np.uint16),
+    "I;16L": (1, False, False, np.uint16), "BGR;16": (3, False, False, np.uint16),
+    "BGRA;16": (4, False, False, np.uint16), "RGB;16": (3, False, True, np.uint16),
+    "RGBA;16": (4, False, True, np.uint16),
+}
+_HEIF_ERRORS: Final = (ValueError, RuntimeError, OSError, EOFError, SyntaxError, IndexError,
+                       KeyError, TypeError)
+
+
+def _decode_heic(data: bytes, header: Header) -> Image:
+    heif = _pillow_heif()
+    expected = (header.width, header.height)
+    try:
+        container = heif.open_heif(data, convert_hdr_to_8bit=True, bgr_mode=True)
+        primary = container[container.primary_index]
+        # libheif parsed the container (no pixels yet): its size must be the one the limits
+        # were checked against, or the header lied or the two parsers disagree
+        if tuple(primary.size) != expected:
+            raise CorruptImage(f"heic primary image is {primary.size[0]}x{primary.size[1]} "
+                               f"to libheif, {expected[0]}x{expected[1]} in its header",
+                               processor="decode")
+        mode = primary.mode
+        primary.load()
+        raw, stride, size = primary.data, primary.stride, tuple(primary.size)
+    except PixelpipeError:
+        raise
+    except MemoryError as exc:
+        raise WorkerCrashed("out of memory in decode", processor="decode") from exc
+    except _HEIF_ERRORS as exc:
+        raise translate_heif_error(exc) from exc
+    del container, primary  # libheif's copy of the file and its decoder state
+    if mode not in _HEIF_MODES:
+        raise UnsupportedFormat(f"unsupported heic pixel mode {mode}", processor="decode")
+    channels, premultiplied, rgb, sample = _HEIF_MODES[mode]
+    itemsize = np.dtype(sample).itemsize
+    row_bytes = size[0] * channels * itemsize
+    if (size != expected or stride < row_bytes or stride % itemsize
+            or len(raw) < stride * size[1]):
+        raise CorruptImage(f"heic decoded to {size[0]}x{size[1]}, expected "
+                           f"{expected[0]}x{expected[1]}", processor="decode")
+    # the decoded bytes become the array without a copy (read-only: operations never paint
+    # into their input); 16-bit samples are little-endian
+    rows = np.frombuffer(raw, np.dtype(sample).newbyteorder("<"), count=stride // itemsize
+                         * size[1]).reshape(size[1], stride // itemsize)
+    image: Image = rows[:, : size[0] * channels]
+    image = image.reshape(size[1], size[0], channels) if channels > 1 else image
+    if not image.dtype.isnative:  # only on a big-endian machine
+        image = image.astype(sample)
+    if premultiplied:
+        image = _unpremultiply(image)
+    if rgb:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR if channels == 3 else cv2.COLOR_RGBA2BGRA)
+    return _normalise(image)
+
+
+def _unpremultiply(image: Image) -> Image:
+    alpha = image[:, :, 3:4].astype(np.float32)
+    colour = image[:, :, :3].astype(np.float32) * 255.0 / np.maximum(alpha, 1.0)
+    colour = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
+    return np.concatenate((colour, image[:, :, 3:4]), axis=2)
+
+
 def decode(data: bytes, header: Header, shrink: int = 1) -> Image:
     """Decode ``data`` (already probed as ``header``) to a normalised uint8 image.
 
     ``shrink`` (1, 2, 4, 8) asks a JPEG to decode at that fraction of its size; other
-    formats ignore it. EXIF orientation is *not* applied here (see :mod:`exif`).
+    formats ignore it. EXIF orientation is *not* applied here (see :mod:`exif`); a HEIC
+    comes out upright, its own transforms applied by libheif.
     """
+    if header.format == "heic":
+        return _decode_heic(data, header)
     buffer = np.frombuffer(data, dtype=np.uint8)
     if header.format == "jpeg":
         table = _GRAY_FLAGS if header.components == 1 else _COLOR_FLAGS

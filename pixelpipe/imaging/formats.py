@@ -281,8 +281,9 @@ def _webp(data: bytes) -> Header:
 
 # --- ISO BMFF: AVIF and HEIC ------------------------------------------------------------------
 
-#: at most this many boxes in one box (libheif's own default), and at most this many items in
-#: a HEIF file (libheif refuses more): a hostile count cannot make the parser loop for long
+#: at most this many boxes in one box (real files have a handful), and at most this many items
+#: in a HEIF file (libheif's default limits refuse more): a hostile count cannot make the
+#: parser loop for long
 _MAX_CHILD_BOXES: Final = 65_536
 _MAX_ITEMS: Final = 1_000
 #: references (a 256 x 256 grid's tiles and then some) and data extents of one item
@@ -520,14 +521,16 @@ def _heif_locations(data: bytes, start: int, end: int, meta: _HeifMeta) -> None:
 #: the primary image
 _ALPHA_TYPES: Final = (b"urn:mpeg:hevc:2015:auxid:1\x00",
                        b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha\x00")
-#: the tiles and alpha planes of a HEIC may decode to at most twice its own pixels plus this
-#: (a small image is often one 512 x 512 tile): more is a tile bomb, not a photo
+#: the coded pictures of a HEIC (before a clean-aperture crop; its tiles; its alpha plane) may
+#: hold at most twice its displayed pixels plus this (a small image is often one 512 x 512
+#: tile, odd sizes are padded to the coding block): more is a decompression bomb, not a photo
 _TILE_SLACK_PIXELS: Final = 4 * 1024 * 1024
 
 
 def _heic(data: bytes) -> Header:
     """HEIC: the primary item's size from its ``ispe``, after the ``clap`` crop and ``irot``
-    rotation that libheif applies while decoding, in the order the item lists them.
+    rotation that libheif applies while decoding, in the order the item lists them (the
+    size the limits are checked against).
 
     The EXIF block is deliberately not returned: in HEIF the orientation is the ``irot`` /
     ``imir`` transform, which libheif applies (as Apple's ImageIO, sharp and libvips do), and
@@ -558,12 +561,14 @@ def _heic(data: bytes) -> Header:
             width, height = _clap(data, start, end, width, height)
         elif prop == b"irot" and _Cursor(data, start, end, "irot").uint(1) & 1:
             width, height = height, width  # turned by 90 or 270 degrees
+    # The limits are checked against the displayed size, so what libheif decodes to make it
+    # (the coded picture before its crop, every tile, the alpha plane) must stay near it
     coded = _coded_pixels(data, meta, item, grid_allowed=True)
     for alpha in _alpha_items(data, meta, item):
         coded += _coded_pixels(data, meta, alpha, grid_allowed=True)
-    if coded > 2 * stored_w * stored_h + _TILE_SLACK_PIXELS:
+    if coded > 2 * width * height + _TILE_SLACK_PIXELS:
         raise _corrupt(f"heic decodes {coded} pixels of tiles and planes for a "
-                       f"{stored_w}x{stored_h} image")
+                       f"{width}x{height} image (coded as {stored_w}x{stored_h})")
     return Header("heic", width, height, exif=None, animated=moov or _image_count(meta) > 1)
 
 

@@ -64,7 +64,7 @@ def test_the_format_tables() -> None:
     assert content_type_of(".JPG") == "image/jpeg" and content_type_of(".tif") == "image/tiff"
     assert content_type_of(".txt") == "application/octet-stream"
     assert {".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".gif",
-            ".bmp"} == IMAGE_SUFFIXES
+            ".bmp", ".heic", ".heif"} == IMAGE_SUFFIXES
     assert [output_extension(f) for f in OUTPUT_FORMATS] == ["jpg", "png", "webp", "avif"]
     assert parse_operation("format:type=jpg").arguments["type"] == "jpeg"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -91,3 +92,68 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     at = data.find(b"\xff\xc0")
     struct.pack_into(">HH", data, at + 5, height, width)
     return bytes(data)
+
+
+# --- HEIC ------------------------------------------------------------------------------------
+
+#: x265 on one thread: the samples are tiny, and the tests must not take the machine's cores
+_X265_ONE_THREAD = {"x265:pools": "1", "x265:frame-threads": "1"}
+
+
+def heic(image: np.ndarray, quality: int = 90, *, orientation: int | None = None,
+         tile: int | None = None, premultiplied: bool = False) -> bytes:
+    """A real HEIC of ``image`` (BGR, BGRA or gray) from pillow-heif's encoder (libheif + x265).
+
+    With ``orientation`` the file is what an iPhone writes: the stored pixels are ``image``,
+    libheif writes the ``irot``/``imir`` transforms that turn them upright for that EXIF
+    orientation, and the EXIF block says the same orientation again. ``tile``: a grid of
+    tiles that size (as iPhones store photos, in 512 px tiles). ``premultiplied``: BGRA
+    whose colour is stored multiplied by its alpha (the file says so).
+    """
+    import pillow_heif
+
+    if image.ndim == 2:
+        mode, pixels = "L", image
+    elif image.shape[2] == 3:
+        mode, pixels = "RGB", image[:, :, ::-1]
+    else:
+        mode, pixels = "RGBA", image[:, :, [2, 1, 0, 3]]
+    pixels = np.ascontiguousarray(pixels)
+    container = pillow_heif.from_bytes(mode, (image.shape[1], image.shape[0]), pixels.tobytes())
+    if premultiplied:
+        container[0].premultiplied_alpha = True
+    options: dict[str, object] = {"quality": quality, "enc_params": _X265_ONE_THREAD}
+    if orientation is not None:
+        options["exif"] = b"Exif\x00\x00" + exif_orientation_block(orientation)
+    if tile is not None:
+        options["tile_size"] = tile
+    buffer = io.BytesIO()
+    container.save(buffer, **options)
+    return buffer.getvalue()
+
+
+def bmff_box(kind: bytes, body: bytes) -> bytes:
+    """One ISO BMFF box (``ftyp``, ``meta``, ``ispe``, ...)."""
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+def ftyp(major: bytes, *compatible: bytes) -> bytes:
+    return bmff_box(b"ftyp", major + b"\x00\x00\x00\x00" + b"".join(compatible))
+
+
+def patch_box(data: bytes, kind: bytes, body: bytes, nth: int = 0) -> bytes:
+    """``data`` with the body of its ``nth`` box of ``kind`` replaced by ``body`` (same
+    length: every offset in the file stays valid)."""
+    at = -1
+    for _ in range(nth + 1):
+        at = data.find(kind, at + 1)
+        while at >= 4 and int.from_bytes(data[at - 4 : at], "big") != 8 + len(body):
+            at = data.find(kind, at + 1)
+        assert at >= 4, f"no {kind!r} box with a {len(body)}-byte body"
+    return data[: at + 4] + body + data[at + 4 + len(body) :]
+
+
+def heic_claiming(data: bytes, width: int, height: int, nth: int = 0) -> bytes:
+    """A real HEIC whose ``nth`` ``ispe`` property (the primary's first) claims ``width``
+    x ``height``; its coded image is unchanged."""
+    return patch_box(data, b"ispe", struct.pack(">III", 0, width, height), nth)
