@@ -1,5 +1,7 @@
 # pixelpipe worker image: `docker compose up` (see docker-compose.yml) or
-#   docker build -t pixelpipe . && docker run --rm -e PIXELPIPE_KAFKA=kafka://HOST:9092 pixelpipe
+#   docker build -t pixelpipe . && docker run --rm -e PIXELPIPE_KAFKA=kafka://HOST:9092 \
+#       -e PIXELPIPE_WEB_TOKEN=... pixelpipe
+# (the web server binds 0.0.0.0 in a container, so the worker wants a bearer token)
 # Unverified here (no Docker engine on the machine it was written on).
 FROM python:3.11-slim
 

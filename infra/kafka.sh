@@ -11,15 +11,23 @@
 #   infra/kafka.sh logs [-f] [-n N]  show (or follow) its log
 #   infra/kafka.sh jars              only resolve the jars into the cache
 #
+# Three nodes (KAFKA_NODES=3): three combined broker + controller KRaft nodes, one cluster id,
+# client ports KAFKA_PORT, +10, +20 (controllers one above each), run dir
+# infra/.run/kafka-cluster-PORT/nodeN; replication 3 and min.insync.replicas=2 by default.
+#   KAFKA_NODES=3 infra/kafka.sh up|down|restart|status|logs   as above, for every node
+#   KAFKA_NODES=3 infra/kafka.sh stop-node N | kill-node N | start-node N   (N = 1..3; chaos)
+#   KAFKA_NODES=3 infra/kafka.sh logs [--node N] [-f] [-n N]    every node's log, or one
+#
 # Environment (all optional):
 #   KAFKA_VERSION=3.9.1          Apache Kafka version (3.x and 4.x are both supported)
+#   KAFKA_NODES=1                1: the single broker; 3: the three-node cluster
 #   KAFKA_PORT=9092              client (PLAINTEXT) port on 127.0.0.1
 #   KAFKA_CONTROLLER_PORT        KRaft controller port (default KAFKA_PORT + 1)
 #   KAFKA_HOME_DIR               run dir: data, config, pid, log (default infra/.run/kafka-PORT)
 #   KAFKA_CACHE_DIR              jar cache (default infra/.cache; jars in kafka-VERSION/)
 #   KAFKA_AUTO_CREATE_TOPICS     auto.create.topics.enable (default false: declare topics)
 #   KAFKA_OVERRIDES              extra "key=value key=value" broker properties (last wins)
-#   KAFKA_HEAP_OPTS              default "-Xms128m -Xmx512m"; KAFKA_JVM_OPTS: more JVM flags
+#   KAFKA_HEAP_OPTS              default "-Xms128m -Xmx512m" (3 nodes: -Xmx256m each); KAFKA_JVM_OPTS
 #   KAFKA_START_TIMEOUT=120      seconds to wait for metadata; KAFKA_STOP_TIMEOUT=30 before SIGKILL
 #   PYTHON                       interpreter for infra/kafka_ready.py (default python3)
 set -Eeuo pipefail
@@ -31,6 +39,9 @@ KAFKA_HOST=127.0.0.1
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-120}
 KAFKA_STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
 KAFKA_AUTO_CREATE_TOPICS=${KAFKA_AUTO_CREATE_TOPICS:-false}
+KAFKA_NODES=${KAFKA_NODES:-1}
+KAFKA_HEAP_OPTS_ENV=${KAFKA_HEAP_OPTS:-}
+KAFKA_CONTROLLER_PORT_ENV=${KAFKA_CONTROLLER_PORT:-}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
 KAFKA_JVM_OPTS=${KAFKA_JVM_OPTS:-}
 KAFKA_OVERRIDES=${KAFKA_OVERRIDES:-}
@@ -219,6 +230,11 @@ write_config() {
     done
   } >"$RUN_DIR/server.properties"
 
+  write_log_config
+}
+
+# write_log_config: the log4j (3.x) or log4j2 (4.x) configuration in $RUN_DIR.
+write_log_config() {
   if ((KAFKA_MAJOR >= 4)); then
     cat >"$RUN_DIR/log4j2.properties" <<'EOF'
 status = warn
@@ -415,10 +431,421 @@ cmd_logs() {
   tail -n "$lines" "$LOG_FILE"
 }
 
-usage() { sed -n '2,28p' "${BASH_SOURCE[0]}" | sed -e 's/^# \{0,1\}//'; }
+# ------------------------------------------------------------------ three nodes (KAFKA_NODES=3)
+#
+# Three combined-mode (broker + controller) KRaft nodes on loopback, one cluster id, node N on
+# client port KAFKA_PORT + 10 (N - 1) and controller port one above, in CLUSTER_DIR/nodeN (its
+# own data/, server.properties, kafka.pid, kafka.log). The single-node functions above are
+# reused per node: `use_node N` points RUN_DIR, PID_FILE, LOG_FILE, MARKER, KAFKA_PORT,
+# BOOTSTRAP (...) at node N.
+
+CLUSTER_NODES=3
+
+cluster_init() {
+  local n
+  [[ -z $KAFKA_CONTROLLER_PORT_ENV ]] ||
+    die "KAFKA_CONTROLLER_PORT does not apply with KAFKA_NODES=3 (node N's controller: KAFKA_PORT + 10 (N - 1) + 1)"
+  BASE_PORT=$KAFKA_PORT
+  valid_port "$((BASE_PORT + 10 * (CLUSTER_NODES - 1) + 1))" || die "KAFKA_PORT $BASE_PORT leaves no room for 3 nodes (+10, +20, controllers +1)"
+  KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS_ENV:--Xms128m -Xmx256m}
+  CLUSTER_DIR=${KAFKA_HOME_DIR:-$INFRA_DIR/.run/kafka-cluster-$BASE_PORT}
+  CLUSTER_ID_FILE=$CLUSTER_DIR/cluster.id
+  LOCK_DIR=$CLUSTER_DIR/.lock
+  CLUSTER_BOOTSTRAP= VOTERS=
+  for ((n = 1; n <= CLUSTER_NODES; n++)); do
+    CLUSTER_BOOTSTRAP+=${CLUSTER_BOOTSTRAP:+,}$KAFKA_HOST:$(node_port "$n")
+    VOTERS+=${VOTERS:+,}$n@$KAFKA_HOST:$(($(node_port "$n") + 1))
+  done
+}
+
+node_port() { echo $((BASE_PORT + 10 * ($1 - 1))); }
+
+valid_node() { [[ $1 =~ ^[1-9][0-9]*$ ]] && (($1 <= CLUSTER_NODES)); }
+
+# use_node N: the single-node globals now describe node N.
+use_node() {
+  NODE=$1
+  KAFKA_PORT=$(node_port "$NODE")
+  KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1))
+  BOOTSTRAP=$KAFKA_HOST:$KAFKA_PORT
+  RUN_DIR=$CLUSTER_DIR/node$NODE
+  DATA_DIR=$RUN_DIR/data
+  PID_FILE=$RUN_DIR/kafka.pid
+  LOG_FILE=$RUN_DIR/kafka.log
+  MARKER=-Dpixelpipe.kafka.home=$RUN_DIR
+  if ((KAFKA_MAJOR >= 4)); then
+    LOG_OPT=-Dlog4j2.configurationFile=$RUN_DIR/log4j2.properties
+  else
+    LOG_OPT=-Dlog4j.configuration=file:$RUN_DIR/log4j.properties
+  fi
+}
+
+cluster_lock() {
+  mkdir -p "$CLUSTER_DIR"
+  RUN_DIR=$CLUSTER_DIR acquire_lock
+}
+
+write_node_config() {
+  local kv
+  mkdir -p "$DATA_DIR"
+  {
+    echo "# written by infra/kafka.sh (KAFKA_NODES=3, node $NODE) on every start: edit KAFKA_OVERRIDES, not this file"
+    echo "process.roles=broker,controller"
+    echo "node.id=$NODE"
+    echo "controller.quorum.voters=$VOTERS"
+    echo "listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
+    echo "advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT"
+    echo "inter.broker.listener.name=PLAINTEXT"
+    echo "controller.listener.names=CONTROLLER"
+    echo "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    echo "log.dirs=$DATA_DIR"
+    echo "num.partitions=1"
+    echo "default.replication.factor=3"
+    echo "min.insync.replicas=2"
+    echo "unclean.leader.election.enable=false"
+    echo "auto.create.topics.enable=$KAFKA_AUTO_CREATE_TOPICS"
+    echo "offsets.topic.replication.factor=3"
+    echo "offsets.topic.num.partitions=3"
+    echo "transaction.state.log.replication.factor=3"
+    echo "transaction.state.log.min.isr=2"
+    echo "transaction.state.log.num.partitions=1"
+    echo "group.initial.rebalance.delay.ms=0"
+    # A killed node is fenced (out of every ISR, its leaderships moved) after the session
+    # timeout: 3 s here instead of 9 s (measured: an acks=all producer stalls ~3 s, not ~12 s).
+    echo "broker.session.timeout.ms=3000"
+    echo "broker.heartbeat.interval.ms=500"
+    if ((KAFKA_MAJOR >= 4)); then
+      echo "share.coordinator.state.topic.replication.factor=3"
+      echo "share.coordinator.state.topic.min.isr=2"
+    fi
+    for kv in $KAFKA_OVERRIDES; do
+      [[ $kv == *=* ]] || die "KAFKA_OVERRIDES item '$kv' is not key=value"
+      echo "$kv"
+    done
+  } >"$RUN_DIR/server.properties"
+  write_log_config
+}
+
+# cluster_id: the cluster's one id (created once; recovered from a node's meta.properties).
+cluster_id() {
+  local id n meta
+  if [[ -s $CLUSTER_ID_FILE ]]; then
+    cat "$CLUSTER_ID_FILE"
+    return 0
+  fi
+  for ((n = 1; n <= CLUSTER_NODES; n++)); do
+    meta=$CLUSTER_DIR/node$n/data/meta.properties
+    if [[ -f $meta ]]; then
+      id=$(sed -n 's/^cluster\.id=//p' "$meta")
+      [[ -n $id ]] && { printf '%s\n' "$id" | tee "$CLUSTER_ID_FILE"; return 0; }
+    fi
+  done
+  id=$(kafka_java kafka.tools.StorageTool random-uuid 2>>"$CLUSTER_DIR/format.log" | tail -n1)
+  [[ $id =~ ^[A-Za-z0-9_-]{22}$ ]] || die "StorageTool random-uuid gave '$id' (see $CLUSTER_DIR/format.log)"
+  printf '%s\n' "$id" | tee "$CLUSTER_ID_FILE"
+}
+
+# format_node CLUSTER_ID: format node $NODE's data dir once, with the cluster's id.
+format_node() {
+  local formatted
+  if [[ -f $DATA_DIR/meta.properties ]]; then
+    formatted=$(cat "$RUN_DIR/formatted.version" 2>/dev/null || echo unknown)
+    if [[ $formatted != unknown ]] && version_lt "$KAFKA_VERSION" "$formatted"; then
+      die "$DATA_DIR was formatted by Kafka $formatted and cannot be run by older $KAFKA_VERSION: use 'down --purge' or another KAFKA_HOME_DIR"
+    fi
+    return 0
+  fi
+  log "formatting node $NODE: $DATA_DIR (cluster id $1, Kafka $KAFKA_VERSION)"
+  if ! kafka_java kafka.tools.StorageTool format -t "$1" -c "$RUN_DIR/server.properties" >>"$LOG_FILE" 2>&1; then
+    tail_log 30
+    die "formatting node $NODE ($DATA_DIR) failed"
+  fi
+  printf '%s\n' "$KAFKA_VERSION" >"$RUN_DIR/formatted.version"
+}
+
+# launch_node: start node $NODE's JVM detached (as cmd_up starts the single broker).
+launch_node() {
+  local pid
+  local -a launcher=()
+  command -v setsid >/dev/null 2>&1 && launcher=(setsid)
+  log "starting node $NODE: Kafka $KAFKA_VERSION on $BOOTSTRAP (controller $KAFKA_HOST:$KAFKA_CONTROLLER_PORT, run dir $RUN_DIR)"
+  # shellcheck disable=SC2086 # word lists on purpose
+  nohup "${launcher[@]}" "$JAVA" $KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS \
+    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+    -Djava.awt.headless=true "-Dkafka.logs.dir=$RUN_DIR" "$LOG_OPT" "$MARKER" \
+    -cp "$LIB_DIR/*" kafka.Kafka "$RUN_DIR/server.properties" \
+    >>"$LOG_FILE" 2>&1 </dev/null &
+  pid=$!
+  printf '%s\n' "$pid" >"$PID_FILE"
+  printf '%s\n' "$KAFKA_VERSION" >"$RUN_DIR/running.version"
+}
+
+# registered_ids BOOTSTRAP: the node ids the metadata from BOOTSTRAP lists (unfenced brokers),
+# comma separated; fails when nothing answers.
+registered_ids() {
+  local json
+  if [[ -z $PYTHON ]]; then
+    port_in_use "${1##*:}" && echo "?"
+    return
+  fi
+  json=$("$PYTHON" "$INFRA_DIR/kafka_ready.py" --bootstrap "$1" --timeout 3 --json 2>/dev/null) || return 1
+  "$PYTHON" -c 'import json, sys; print(",".join(str(b["node_id"]) for b in sorted(json.loads(sys.argv[1])["brokers"], key=lambda b: b["node_id"])))' "$json"
+}
+
+# node_ready: node $NODE answers metadata on its own port and is registered (listed in it).
+node_ready() {
+  local ids
+  ids=$(registered_ids "$BOOTSTRAP") || return 1
+  [[ $ids == "?" || ,$ids, == *",$NODE,"* ]]
+}
+
+# start_node: start node $NODE unless it runs (lock held by the caller); does not wait.
+start_node() {
+  local pid running_version id
+  if pid=$(running_pid); then
+    running_version=$(cat "$RUN_DIR/running.version" 2>/dev/null || echo unknown)
+    [[ $running_version == "$KAFKA_VERSION" ]] ||
+      die "node $NODE runs Kafka $running_version (pid $pid); asked for $KAFKA_VERSION: run 'down' first"
+    return 0
+  fi
+  port_in_use "$KAFKA_PORT" && die "$BOOTSTRAP (node $NODE) is already taken by another process"
+  port_in_use "$KAFKA_CONTROLLER_PORT" && die "$KAFKA_HOST:$KAFKA_CONTROLLER_PORT (node $NODE's controller port) is already taken by another process"
+  write_node_config
+  [[ -f $LOG_FILE ]] && mv -f "$LOG_FILE" "$LOG_FILE.1"
+  : >"$LOG_FILE"
+  id=$(cluster_id)
+  format_node "$id"
+  launch_node
+}
+
+# wait_nodes DEADLINE N...: until each node is ready; on timeout or a node's death, fail.
+wait_nodes() {
+  local deadline=$1 n pid pending
+  shift
+  pending=("$@")
+  while ((${#pending[@]})); do
+    local -a still=()
+    for n in "${pending[@]}"; do
+      use_node "$n"
+      if ! pid=$(running_pid 2>/dev/null); then
+        tail_log
+        die "node $n exited during start-up (log: $LOG_FILE)"
+      fi
+      node_ready || still+=("$n")
+    done
+    pending=("${still[@]}")
+    ((${#pending[@]})) || break
+    if ((SECONDS >= deadline)); then
+      for n in "${pending[@]}"; do use_node "$n"; tail_log 30; done
+      die "node(s) ${pending[*]} not serving and registered after ${KAFKA_START_TIMEOUT}s (logs: $CLUSTER_DIR/node*/kafka.log)"
+    fi
+    sleep 0.5
+  done
+}
+
+cmd_cluster_up() {
+  local n ids started=()
+  need "$JAVA" "install a Java 17+ runtime"
+  resolve_jars
+  cluster_lock
+  for ((n = 1; n <= CLUSTER_NODES; n++)); do
+    use_node "$n"
+    if running_pid >/dev/null; then
+      continue
+    fi
+    started+=("$n")
+  done
+  # every node checks its ports before any starts: fail before leaving half a cluster behind
+  for n in "${started[@]}"; do
+    use_node "$n"
+    port_in_use "$KAFKA_PORT" && die "$BOOTSTRAP (node $n) is already taken by another process (not a node started from $CLUSTER_DIR)"
+    port_in_use "$KAFKA_CONTROLLER_PORT" && die "$KAFKA_HOST:$KAFKA_CONTROLLER_PORT (node $n's controller port) is already taken by another process"
+  done
+  for n in "${started[@]}"; do
+    use_node "$n"
+    start_node
+  done
+  wait_nodes $((SECONDS + KAFKA_START_TIMEOUT)) $(seq 1 "$CLUSTER_NODES")
+  # registered with each other: the metadata lists every node
+  use_node 1
+  local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+  until ids=$(registered_ids "$CLUSTER_BOOTSTRAP") && [[ $ids == "?" || $ids == "$(seq -s, 1 "$CLUSTER_NODES")" ]]; do
+    ((SECONDS < deadline)) || die "the metadata lists nodes '${ids:-}', not all $CLUSTER_NODES"
+    sleep 0.5
+  done
+  if ((${#started[@]})); then
+    log "serving: Kafka $KAFKA_VERSION, $CLUSTER_NODES nodes (started ${started[*]}), bootstrap $CLUSTER_BOOTSTRAP in ${SECONDS}s ($CLUSTER_DIR)"
+  else
+    log "already running: Kafka $KAFKA_VERSION, $CLUSTER_NODES nodes, bootstrap $CLUSTER_BOOTSTRAP ($CLUSTER_DIR)"
+  fi
+  echo "$CLUSTER_BOOTSTRAP"
+}
+
+cmd_cluster_down() {
+  local purge=0 signal=TERM n pid pids=() nodes=()
+  while (($#)); do
+    case $1 in
+      --purge) purge=1 ;;
+      --kill) signal=KILL ;;
+      *) die "down: unknown option '$1'" ;;
+    esac
+    shift
+  done
+  [[ -d $CLUSTER_DIR ]] || { log "not running (no run dir $CLUSTER_DIR)"; return 0; }
+  cluster_lock
+  # signal every node first: stopped one by one, the last ones would wait for a quorum
+  for ((n = 1; n <= CLUSTER_NODES; n++)); do
+    use_node "$n"
+    if pid=$(running_pid); then
+      log "stopping node $n (pid $pid) with SIG$signal"
+      kill "-$signal" "$pid" 2>/dev/null || true
+      pids+=("$pid") nodes+=("$n")
+    fi
+  done
+  for n in "${!pids[@]}"; do
+    use_node "${nodes[$n]}"
+    stop_pid "${pids[$n]}" "$signal"
+    rm -f "$PID_FILE" "$RUN_DIR/running.version"
+  done
+  if ((${#pids[@]})); then log "stopped nodes ${nodes[*]}"; else log "not running ($CLUSTER_DIR)"; fi
+  if ((purge)); then
+    log "purging data in $CLUSTER_DIR"
+    for ((n = 1; n <= CLUSTER_NODES; n++)); do
+      use_node "$n"
+      rm -rf "$DATA_DIR"
+      rm -f "$RUN_DIR/formatted.version" "$RUN_DIR/server.properties" "$RUN_DIR/log4j.properties" "$RUN_DIR/log4j2.properties"
+    done
+    rm -f "$CLUSTER_ID_FILE"
+  fi
+}
+
+# node_command stop|kill|start N
+cmd_node() {
+  local action=$1 n=${2:-} pid signal=TERM
+  valid_node "$n" || die "$action-node needs a node number 1..$CLUSTER_NODES, got '${n}'"
+  (($# <= 2)) || die "$action-node takes one node number"
+  use_node "$n"
+  case $action in
+    start)
+      need "$JAVA" "install a Java 17+ runtime"
+      resolve_jars
+      cluster_lock
+      use_node "$n"
+      if pid=$(running_pid) && node_ready; then
+        log "node $n already running (pid $pid, $BOOTSTRAP)"
+      else
+        start_node
+        wait_nodes $((SECONDS + KAFKA_START_TIMEOUT)) "$n"
+        log "node $n serving: pid $(<"$PID_FILE"), $BOOTSTRAP, registered in ${SECONDS}s"
+      fi
+      echo "$BOOTSTRAP"
+      ;;
+    stop | kill)
+      [[ $action == kill ]] && signal=KILL
+      [[ -d $RUN_DIR ]] || { log "node $n not running (no run dir $RUN_DIR)"; return 0; }
+      cluster_lock
+      use_node "$n"
+      if pid=$(running_pid); then
+        local done_word=stopped
+        [[ $action == kill ]] && done_word=killed
+        log "${done_word%ed}ing node $n (pid $pid) with SIG$signal"
+        stop_pid "$pid" "$signal"
+        rm -f "$PID_FILE" "$RUN_DIR/running.version"
+        log "node $n $done_word"
+      else
+        log "node $n not running ($RUN_DIR)"
+      fi
+      ;;
+  esac
+}
+
+cmd_cluster_status() {
+  local n pid version up=0 ready=0 ids
+  for ((n = 1; n <= CLUSTER_NODES; n++)); do
+    use_node "$n"
+    if ! pid=$(running_pid 2>/dev/null); then
+      echo "node $n: stopped ($BOOTSTRAP, run dir $RUN_DIR)"
+      continue
+    fi
+    up=$((up + 1))
+    version=$(cat "$RUN_DIR/running.version" 2>/dev/null || echo unknown)
+    if node_ready; then
+      ready=$((ready + 1))
+      echo "node $n: running: Kafka $version, pid $pid, $BOOTSTRAP (controller :$KAFKA_CONTROLLER_PORT), run dir $RUN_DIR"
+    else
+      echo "node $n: starting or unhealthy: Kafka $version, pid $pid runs but is not serving and registered on $BOOTSTRAP"
+    fi
+  done
+  if ids=$(registered_ids "$CLUSTER_BOOTSTRAP"); then
+    echo "cluster: $ready of $CLUSTER_NODES nodes serving; metadata lists nodes [$ids]; bootstrap $CLUSTER_BOOTSTRAP"
+  else
+    echo "cluster: $ready of $CLUSTER_NODES nodes serving; no node answers metadata; bootstrap $CLUSTER_BOOTSTRAP"
+  fi
+  ((ready == CLUSTER_NODES)) && return 0
+  ((up > 0)) && return 1
+  return 3
+}
+
+cmd_cluster_logs() {
+  local follow=0 lines=200 node= files=() n
+  while (($#)); do
+    case $1 in
+      -f | --follow) follow=1 ;;
+      -n) lines=${2:?-n needs a number}; shift ;;
+      --node) node=${2:?--node needs a node number}; shift ;;
+      *) die "logs: unknown option '$1'" ;;
+    esac
+    shift
+  done
+  if [[ -n $node ]]; then
+    valid_node "$node" || die "--node needs 1..$CLUSTER_NODES, got '$node'"
+    files=("$CLUSTER_DIR/node$node/kafka.log")
+  else
+    for ((n = 1; n <= CLUSTER_NODES; n++)); do
+      [[ -f $CLUSTER_DIR/node$n/kafka.log ]] && files+=("$CLUSTER_DIR/node$n/kafka.log")
+    done
+  fi
+  ((${#files[@]})) && [[ -f ${files[0]} ]] || die "no log yet under $CLUSTER_DIR"
+  if ((follow)); then
+    exec tail -n "$lines" -F "${files[@]}"
+  fi
+  tail -n "$lines" "${files[@]}"
+}
+
+cluster_main() {
+  local cmd=${1:-}
+  (($#)) && shift
+  cluster_init
+  case $cmd in
+    up | start) cmd_cluster_up "$@" ;;
+    down | stop) cmd_cluster_down "$@" ;;
+    restart)
+      [[ ${1:-} == --purge ]] && die "restart keeps the data: use 'down --purge' then 'up'"
+      cmd_cluster_down "$@"
+      release_lock
+      trap - EXIT
+      cmd_cluster_up
+      ;;
+    status) cmd_cluster_status "$@" ;;
+    logs | log) cmd_cluster_logs "$@" ;;
+    stop-node) cmd_node stop "$@" ;;
+    kill-node) cmd_node kill "$@" ;;
+    start-node) cmd_node start "$@" ;;
+    jars) resolve_jars && echo "$LIB_DIR" ;;
+    -h | --help | help) usage ;;
+    *) usage >&2; exit 2 ;;
+  esac
+}
+
+usage() { sed -n '2,/^set -Eeuo/p' "${BASH_SOURCE[0]}" | sed -n 's/^# \{0,1\}//p'; }
 
 main() {
   local cmd=${1:-}
+  case $KAFKA_NODES in
+    1) ;;
+    3) cluster_main "$@"; return ;;
+    *) die "KAFKA_NODES must be 1 (the single broker) or 3 (the three-node cluster), got '$KAFKA_NODES'" ;;
+  esac
   (($#)) && shift
   case $cmd in
     up | start) cmd_up "$@" ;;
@@ -433,6 +860,7 @@ main() {
     status) cmd_status "$@" ;;
     logs | log) cmd_logs "$@" ;;
     jars) resolve_jars && echo "$LIB_DIR" ;;
+    stop-node | kill-node | start-node) log "error: $cmd needs KAFKA_NODES=3 (the single broker: down, down --kill, up)"; exit 2 ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
   esac

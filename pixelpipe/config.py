@@ -7,7 +7,11 @@ edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` w
 | variable                        | default                     | meaning                               |
 |---------------------------------|-----------------------------|---------------------------------------|
 | PIXELPIPE_KAFKA                 | kafka://127.0.0.1:9092      | broker URL(s), comma separated        |
-| PIXELPIPE_DATA                  | ./.pixelpipe/blobs          | blob store root                       |
+| PIXELPIPE_DATA                  | ./.pixelpipe/blobs          | blob store: a directory or s3://bucket/prefix |
+| PIXELPIPE_S3_ENDPOINT           | (AWS, or AWS_ENDPOINT_URL)  | S3 endpoint URL, e.g. http://127.0.0.1:7070 |
+| PIXELPIPE_S3_TIMEOUT            | 30s                         | one S3 request, connect 5s at most    |
+| PIXELPIPE_S3_RETRIES            | 3                           | retries of a failed S3 request        |
+| PIXELPIPE_S3_CACHE_MB           | 1024                        | local cache of downloaded S3 sources  |
 | PIXELPIPE_TOPIC_PREFIX          | pixelpipe                   | prefix of every topic name            |
 | PIXELPIPE_APP_ID                | pixelpipe                   | Faust app id = consumer group         |
 | PIXELPIPE_UPLOAD_PARTITIONS     | 12                          | partitions of uploads (when created)  |
@@ -22,6 +26,7 @@ edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` w
 | PIXELPIPE_WORKER_MEMORY_MB      | 2048                        | address-space cap per image process   |
 | PIXELPIPE_DATADIR               | ./.pixelpipe/worker         | Faust state (tables) directory        |
 | PIXELPIPE_REPLICATION_FACTOR    | 1                           | replicas of topics we create          |
+| PIXELPIPE_PROFILE               | development                 | production: refuse unsafe settings    |
 | PIXELPIPE_RETRY_TIERS           | 5s,30s,2m,10m               | retry tier delays, one topic each     |
 | PIXELPIPE_LOW_PRIORITY_RETRIES  | 2                           | retries of a ``low`` priority upload  |
 | PIXELPIPE_MAX_AGE               | 24h                         | dead-letter uploads older than this   |
@@ -68,6 +73,10 @@ from pixelpipe.errors import ConfigError
 
 ENV_KAFKA = "PIXELPIPE_KAFKA"
 ENV_DATA = "PIXELPIPE_DATA"
+ENV_S3_ENDPOINT = "PIXELPIPE_S3_ENDPOINT"
+ENV_S3_TIMEOUT = "PIXELPIPE_S3_TIMEOUT"
+ENV_S3_RETRIES = "PIXELPIPE_S3_RETRIES"
+ENV_S3_CACHE_MB = "PIXELPIPE_S3_CACHE_MB"
 ENV_TOPIC_PREFIX = "PIXELPIPE_TOPIC_PREFIX"
 ENV_APP_ID = "PIXELPIPE_APP_ID"
 ENV_UPLOAD_PARTITIONS = "PIXELPIPE_UPLOAD_PARTITIONS"
@@ -84,6 +93,7 @@ ENV_MAX_BYTES = "PIXELPIPE_MAX_BYTES"
 ENV_WORKER_MEMORY_MB = "PIXELPIPE_WORKER_MEMORY_MB"
 ENV_DATADIR = "PIXELPIPE_DATADIR"
 ENV_REPLICATION_FACTOR = "PIXELPIPE_REPLICATION_FACTOR"
+ENV_PROFILE = "PIXELPIPE_PROFILE"
 ENV_RETRY_TIERS = "PIXELPIPE_RETRY_TIERS"
 ENV_LOW_PRIORITY_RETRIES = "PIXELPIPE_LOW_PRIORITY_RETRIES"
 ENV_MAX_AGE = "PIXELPIPE_MAX_AGE"
@@ -110,6 +120,9 @@ ENV_INFRA_DIR = "PIXELPIPE_INFRA_DIR"
 ENV_DEMO_PHOTOS = "PIXELPIPE_DEMO_PHOTOS"
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
+#: ``PIXELPIPE_PROFILE`` values; ``production`` makes the worker refuse to start on settings that
+#: could lose data (``pixelpipe.streams.profile``)
+PROFILES = ("development", "production")
 
 
 
@@ -212,6 +225,16 @@ class Settings:
 
     broker: str = DEFAULT_BROKER
     data_dir: Path = Path(".pixelpipe/blobs")
+    #: ``s3://bucket/prefix`` when ``PIXELPIPE_DATA`` names an S3 store ('' : the local
+    #: ``data_dir``); a string, since ``Path`` would fold its ``//``
+    data_url: str = ""
+    #: S3 endpoint URL ('' : the client's own default, AWS or ``AWS_ENDPOINT_URL[_S3]``)
+    s3_endpoint: str = ""
+    #: one S3 request's timeout and the retries of a failed one (then ``storage_unavailable``)
+    s3_timeout_s: float = 30.0
+    s3_retries: int = 3
+    #: bound of the worker's local cache of downloaded S3 sources (under ``state_dir``)
+    s3_cache_mb: int = 1024
     topic_prefix: str = "pixelpipe"
     app_id: str = "pixelpipe"
     upload_partitions: int = 12
@@ -231,6 +254,9 @@ class Settings:
     worker_memory_mb: int = 2048
     state_dir: Path = Path(".pixelpipe/worker")
     replication_factor: int = 1
+    #: ``development`` (no checks) or ``production``: the worker refuses to start unless
+    #: replication, min ISR, the producers and the blob store are fit for production
+    profile: str = "development"
     #: retry tiers as (name, delay in seconds), in order; the name is the topic suffix
     retry_tiers: tuple[tuple[str, float], ...] = (("5s", 5.0), ("30s", 30.0), ("2m", 120.0),
                                                   ("10m", 600.0))
@@ -257,6 +283,19 @@ class Settings:
         if self.upload_partitions < 1:
             raise ConfigError(f"{ENV_UPLOAD_PARTITIONS} must be at least 1")
         bootstrap_from_url(self.broker)  # a bad URL fails here, in one line, not in aiokafka
+        if self.profile not in PROFILES:
+            raise ConfigError(
+                f"{ENV_PROFILE}={self.profile!r}: must be one of {', '.join(PROFILES)}")
+        if self.data_url:
+            check_s3_url(self.data_url)
+        if self.s3_timeout_s <= 0 or self.s3_retries < 0 or self.s3_cache_mb < 1:
+            raise ConfigError(f"{ENV_S3_TIMEOUT} must be positive, {ENV_S3_RETRIES} at least 0 "
+                              f"and {ENV_S3_CACHE_MB} at least 1")
+
+    @property
+    def data_location(self) -> str:
+        """Where the blobs are, for messages: the ``s3://`` URL or the local directory."""
+        return self.data_url or str(self.data_dir)
 
     @property
     def web_is_loopback(self) -> bool:
@@ -296,7 +335,14 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         _read(env, ENV_KAFKA, values, "broker", str)
-        _read(env, ENV_DATA, values, "data_dir", Path)
+        if is_s3_url(env.get(ENV_DATA, "")):
+            values["data_url"] = env[ENV_DATA].strip()
+        else:
+            _read(env, ENV_DATA, values, "data_dir", Path)
+        _read(env, ENV_S3_ENDPOINT, values, "s3_endpoint", str)
+        _read(env, ENV_S3_TIMEOUT, values, "s3_timeout_s", parse_duration)
+        _read(env, ENV_S3_RETRIES, values, "s3_retries", int)
+        _read(env, ENV_S3_CACHE_MB, values, "s3_cache_mb", int)
         _read(env, ENV_TOPIC_PREFIX, values, "topic_prefix", str)
         _read(env, ENV_APP_ID, values, "app_id", str)
         _read(env, ENV_UPLOAD_PARTITIONS, values, "upload_partitions", int)
@@ -313,6 +359,7 @@ class Settings:
         _read(env, ENV_WORKER_MEMORY_MB, values, "worker_memory_mb", int)
         _read(env, ENV_DATADIR, values, "state_dir", Path)
         _read(env, ENV_REPLICATION_FACTOR, values, "replication_factor", int)
+        _read(env, ENV_PROFILE, values, "profile", lambda raw: raw.lower())
         _read(env, ENV_RETRY_TIERS, values, "retry_tiers", parse_tiers)
         _read(env, ENV_LOW_PRIORITY_RETRIES, values, "low_priority_retries", int)
         _read(env, ENV_MAX_AGE, values, "max_age_s", parse_duration)
@@ -337,8 +384,15 @@ class Settings:
         for key, value in overrides.items():
             if key not in known:
                 raise TypeError(f"unknown setting {key!r}")
-            if value is not None:
-                values[key] = Path(value) if key in ("data_dir", "state_dir") else value
+            if value is None:
+                continue
+            if key == "data_dir" and is_s3_url(str(value)):  # --data s3://... and the like
+                values["data_url"] = str(value).strip()
+            elif key == "data_dir":
+                values["data_dir"] = Path(value)
+                values["data_url"] = ""  # an explicit directory wins over an s3:// from env
+            else:
+                values[key] = Path(value) if key == "state_dir" else value
         return cls(**values)
 
     def with_(self, **changes: Any) -> Settings:
@@ -368,6 +422,23 @@ def _secret_file(path: str) -> str:
     if not secret or not secret[0].strip():
         raise ValueError(f"{path} is empty")
     return secret[0].strip()
+
+
+def is_s3_url(text: str) -> bool:
+    return text.strip().lower().startswith("s3://")
+
+
+def check_s3_url(url: str) -> None:
+    """``s3://bucket[/prefix]`` with a valid bucket name, or a one-line ``ConfigError`` (the
+    store itself, ``pixelpipe.storage.s3``, parses it again)."""
+    rest = url.strip()[len("s3://"):] if is_s3_url(url) else ""
+    bucket, _, prefix = rest.partition("/")
+    hint = f"{ENV_DATA}={url!r}: expected s3://bucket/prefix"
+    if not is_s3_url(url) or not (3 <= len(bucket) <= 63) or not all(
+            c.islower() or c.isdigit() or c in ".-" for c in bucket) or not bucket[0].isalnum():
+        raise ConfigError(f"{hint} with a bucket name of 3-63 characters a-z 0-9 . -")
+    if any(part in (".", "..") for part in prefix.split("/")) or "?" in prefix or "#" in prefix:
+        raise ConfigError(f"{hint}; the prefix may not hold '.', '..', '?' or '#'")
 
 
 def bootstrap_from_url(url: str) -> str:

@@ -10,6 +10,13 @@ Settings chosen against faust's defaults, and why (FAUST-NOTES.md):
   0.0.0.0 and serves table contents by default.
 - ``consumer_auto_offset_reset="earliest"``: a new consumer group must not skip uploads that
   were published before its first worker started.
+- faust's own producer (every processed event, retry record and dead letter) is made
+  **idempotent**: faust turns idempotence on only under ``exactly_once``, so a retried send
+  could write an outcome twice. ``IdempotentTransport`` (faust's aiokafka transport, its
+  producer made idempotent) is registered as the ``pixelpipe-kafka`` scheme of faust's
+  transport registry, and the app's broker URLs use that scheme.
+- ``topic_replication_factor``: the topics faust creates itself (the breaker table's
+  changelog, the assignor's) get ``PIXELPIPE_REPLICATION_FACTOR`` replicas, not faust's 1.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.transport import drivers
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from pixelpipe.config import Settings
 from pixelpipe.streams.topics import (
@@ -49,12 +58,34 @@ class PipelineTopics:
     alerts: Any
 
 
+class IdempotentProducer(faust_aiokafka.Producer):
+    """faust's aiokafka producer with ``enable_idempotence`` (and so ``acks=all``) always."""
+
+    def _settings_extra(self) -> Any:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class IdempotentTransport(faust_aiokafka.Transport):
+    Producer = IdempotentProducer
+
+
+PRODUCER_SCHEME = "pixelpipe-kafka"
+drivers.TRANSPORTS.aliases[PRODUCER_SCHEME] = f"{__name__}:IdempotentTransport"
+
+
+def producer_urls(settings: Settings) -> list[str]:
+    """The broker list for the faust app, on the idempotent transport's scheme."""
+    return [f"{PRODUCER_SCHEME}://{server}" for server in settings.bootstrap_servers.split(",")]
+
+
 def create_app(settings: Settings) -> faust.App:
     """A faust App configured from ``settings``. Agents are attached by ``pixelpipe.agents``."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.app_id,
-        broker=settings.broker,
+        # faust's aiokafka transport with an idempotent producer (see the module docstring)
+        broker=producer_urls(settings),
+        topic_replication_factor=settings.replication_factor,
         datadir=str(settings.state_dir),
         key_serializer="raw",
         value_serializer="raw",

@@ -17,14 +17,15 @@ from pixelpipe.imaging import Operation, canonical_spec, parse_operation
 from pixelpipe.imaging.formats import probe
 from pixelpipe.policy.degradation import Level, plan_for_level
 from pixelpipe.schemas import RenditionRequest, RenditionResult, UploadEvent
-from pixelpipe.storage.local import LocalBlobStore, output_key, sha256_bytes
+from pixelpipe.storage.base import BlobStore
+from pixelpipe.storage.local import output_key, sha256_bytes
 
 #: levels whose stored outputs ``cached_only`` may serve, best first
 SERVABLE: tuple[Level, ...] = ("full", "reduced_quality", "basic")
 
 
 def find_cached(
-    store: LocalBlobStore, upload: UploadEvent, rendition: RenditionRequest,
+    store: BlobStore, upload: UploadEvent, rendition: RenditionRequest,
     operations: Sequence[Operation], quality_cap: int,
 ) -> RenditionResult | None:
     for level in SERVABLE:
@@ -38,7 +39,7 @@ def find_cached(
 
 
 def stored_rendition(
-    store: LocalBlobStore, key: str, rendition: RenditionRequest, degraded: str | None,
+    store: BlobStore, key: str, rendition: RenditionRequest, degraded: str | None,
     skipped: tuple[str, ...],
 ) -> RenditionResult | None:
     """The output stored under ``key`` as a rendition result, or None when there is none.

@@ -62,7 +62,8 @@ from pixelpipe.schemas import (
     original_of,
     utc_now_iso,
 )
-from pixelpipe.storage.local import LocalBlobStore, VerifiedHashes, output_key
+from pixelpipe.storage.base import BlobStore
+from pixelpipe.storage.local import VerifiedHashes, output_key
 from pixelpipe.streams.breaker_view import BreakerView
 from pixelpipe.streams.control import ControlView
 
@@ -101,7 +102,7 @@ class UploadProcessor:
     """Runs uploads through the image pool and the blob store. One per worker process."""
 
     def __init__(
-        self, store: LocalBlobStore, pool: ImagePool, limits: Limits,
+        self, store: BlobStore, pool: ImagePool, limits: Limits,
         faults: FaultInjector | None = None, breakers: BreakerView | None = None,
         reporter: TelemetryReporter | None = None,
         levels: Callable[[], tuple[Level, bool]] | None = None, quality_cap: int = QUALITY_CAP,
@@ -153,8 +154,11 @@ class UploadProcessor:
                 results = await self._cached_all(upload, plans)
             else:
                 source_path = await self._check_source(upload)
-                results = await self._render_all(upload, source_path, plans, level, forced,
-                                                 attempts)
+                try:
+                    results = await self._render_all(upload, source_path, plans, level, forced,
+                                                     attempts)
+                finally:  # an S3 store's downloaded copy may be evicted from now on
+                    self.store.release_source(source_path)
         except OperationalError:
             raise  # the worker cannot process anything (a broken pool): stop, settle nothing
         except PixelpipeError as error:
@@ -201,26 +205,33 @@ class UploadProcessor:
         self.faults.check("fetch")
         if self.faults.active and (delay := self.faults.delay_for("fetch")):
             await asyncio.sleep(delay)
-        path = self.store.open_source(upload.source.uri, max_bytes=self.limits.max_bytes)
-        size = path.stat().st_size
-        if upload.source.size > self.limits.max_bytes:
-            raise ImageTooLarge(
-                f"source declares {upload.source.size} bytes; the limit is "
-                f"{self.limits.max_bytes}",
-                processor="decode",
-            )
-        if size != upload.source.size:
-            raise ChecksumMismatch(
-                f"source is {size} bytes, the event says {upload.source.size}", processor="fetch"
-            )
-        # hashlib releases the GIL on large buffers: a thread keeps the event loop free.
-        actual = await asyncio.to_thread(self.hashes.sha256, path)
-        if actual != upload.source.sha256:
-            raise ChecksumMismatch(
-                f"source sha256 is {actual[:12]}..., the event says "
-                f"{upload.source.sha256[:12]}...",
-                processor="fetch",
-            )
+        # a thread: the S3 store downloads here (the local store only stats the file)
+        path = await asyncio.to_thread(self.store.open_source, upload.source.uri,
+                                       max_bytes=self.limits.max_bytes)
+        try:
+            size = path.stat().st_size
+            if upload.source.size > self.limits.max_bytes:
+                raise ImageTooLarge(
+                    f"source declares {upload.source.size} bytes; the limit is "
+                    f"{self.limits.max_bytes}",
+                    processor="decode",
+                )
+            if size != upload.source.size:
+                raise ChecksumMismatch(
+                    f"source is {size} bytes, the event says {upload.source.size}",
+                    processor="fetch",
+                )
+            # hashlib releases the GIL on large buffers: a thread keeps the event loop free.
+            actual = await asyncio.to_thread(self.hashes.sha256, path)
+            if actual != upload.source.sha256:
+                raise ChecksumMismatch(
+                    f"source sha256 is {actual[:12]}..., the event says "
+                    f"{upload.source.sha256[:12]}...",
+                    processor="fetch",
+                )
+        except BaseException:  # whatever the store it came from, it is not used
+            self.store.release_source(path)
+            raise
         return path
 
     async def _cached_all(

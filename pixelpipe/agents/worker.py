@@ -31,11 +31,12 @@ from pixelpipe.config import Settings
 from pixelpipe.imaging import DEFAULT_LIMITS, ImagePool, Limits
 from pixelpipe.imaging.codecs import codec_versions
 from pixelpipe.policy.routing import RetryPolicy
-from pixelpipe.storage.local import LocalBlobStore
+from pixelpipe.storage import open_store
 from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.breaker_view import BreakerView
 from pixelpipe.streams.cluster_status import ClusterReader
 from pixelpipe.streams.control import ControlView
+from pixelpipe.streams.profile import enforce_profile
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def build_worker(settings: Settings) -> WorkerParts:
     control = ControlView(settings, on_failure=app.crash)
     service = ServiceLevel(settings, pool=pool, control=control)
     processor = UploadProcessor(
-        LocalBlobStore(settings.data_dir), pool, limits_of(settings), faults,
+        open_store(settings), pool, limits_of(settings), faults,
         breakers=breakers,
         reporter=TelemetryReporter(topics.outcomes, settings.breaker.slow_call_s,
                                    on_call=service.record_call),
@@ -126,7 +127,7 @@ def build_worker(settings: Settings) -> WorkerParts:
     async def announce() -> None:  # runs once the worker has set up logging
         log.info(
             "pixelpipe worker: broker=%s data=%s workers=%d inflight=%d web=%s:%d tiers=%s%s",
-            settings.broker, settings.data_dir, settings.workers, settings.max_inflight,
+            settings.broker, settings.data_location, settings.workers, settings.max_inflight,
             settings.web_host, settings.web_port, ",".join(n for n, _ in settings.retry_tiers),
             f" FAULTS={settings.faults}" if settings.faults else "",
         )
@@ -166,6 +167,7 @@ class DashboardData:
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Declare the topics, then run a faust worker until SIGTERM/SIGINT. Blocks."""
     settings.check_web_exposure()
+    enforce_profile(settings, lambda: create_app(settings))  # before any topic is made
     asyncio.run(declare_pipeline_topics(settings))
     parts = build_worker(settings)
     worker = faust.Worker(parts.app, loglevel=loglevel, redirect_stdouts=False)
@@ -173,3 +175,4 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
         worker.execute_from_commandline()
     finally:
         parts.pool.close()
+        parts.processor.store.close()  # the S3 store's download cache

@@ -380,9 +380,11 @@ def _register_subcommands() -> None:
     from pixelpipe.cli.backfill import backfill
     from pixelpipe.cli.breaker import breaker
     from pixelpipe.cli.catalog import ops, presets
+    from pixelpipe.cli.check import check
     from pixelpipe.cli.degrade import degrade
     from pixelpipe.cli.dlq import dlq
     from pixelpipe.cli.monitor import alerts, status
+    from pixelpipe.cli.store import store
 
     main.add_command(breaker)
     main.add_command(degrade)
@@ -392,6 +394,8 @@ def _register_subcommands() -> None:
     main.add_command(status)
     main.add_command(alerts)
     main.add_command(backfill)
+    main.add_command(check)
+    main.add_command(store)
 
 
 _register_subcommands()

@@ -169,6 +169,12 @@ class LocalBlobStore:
             )
         return path
 
+    def release_source(self, path: Path) -> None:
+        """Nothing to do: the path is the store's own file (``base.BlobStore``)."""
+
+    def close(self) -> None:
+        """Nothing to release (``base.BlobStore``)."""
+
     # ----------------------------------------------------------------- writing
 
     def put_source(self, data: bytes) -> StoredBlob:

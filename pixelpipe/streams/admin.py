@@ -15,15 +15,18 @@ from aiokafka.errors import KafkaError
 from pixelpipe.config import Settings
 from pixelpipe.errors import BrokerUnavailable
 from pixelpipe.streams import kafka
-from pixelpipe.streams.topics import TopicSpec, pipeline_topic_specs
+from pixelpipe.streams.topics import TopicSpec, min_insync_replicas, pipeline_topic_specs
 
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
 
 
-def _config(spec: TopicSpec) -> dict[str, str]:
-    config: dict[str, str] = {}
+def _config(spec: TopicSpec, replication_factor: int = 1) -> dict[str, str]:
+    config: dict[str, str] = {
+        "min.insync.replicas": str(spec.min_insync_replicas
+                                   or min_insync_replicas(replication_factor)),
+    }
     if spec.compacted:
         config["cleanup.policy"] = "compact"
     if spec.retention_ms is not None:
@@ -42,7 +45,8 @@ async def ensure_topics(
     """Create the missing topics among ``specs``; return the names created.
 
     Replicas: ``settings.replication_factor`` (1 for the single local broker; 3 on a
-    production cluster, ``PIXELPIPE_REPLICATION_FACTOR``).
+    production cluster, ``PIXELPIPE_REPLICATION_FACTOR``); ``min.insync.replicas`` follows it
+    (``topics.min_insync_replicas``: 2 from RF 3 on, else 1).
     """
     specs = list(specs)
     replication_factor = settings.replication_factor
@@ -59,7 +63,7 @@ async def ensure_topics(
                     s.name,
                     num_partitions=s.partitions,
                     replication_factor=replication_factor,
-                    topic_configs=_config(s),
+                    topic_configs=_config(s, replication_factor),
                 )
                 for s in missing
             ]

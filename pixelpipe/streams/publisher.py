@@ -30,7 +30,7 @@ from pixelpipe.schemas import (
 )
 from pixelpipe.schemas import headers as h
 from pixelpipe.schemas.events import Priority
-from pixelpipe.storage.local import LocalBlobStore
+from pixelpipe.storage import open_store
 from pixelpipe.streams import kafka
 from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.topics import dlq_topic, processed_topic, uploads_topic
@@ -87,7 +87,8 @@ class Publisher:
 
     def __init__(self, settings: Settings | None = None, *, declare_topics: bool = True) -> None:
         self.settings = settings or Settings.from_env()
-        self.store = LocalBlobStore(self.settings.data_dir)
+        #: the blob store of the settings (a directory or ``s3://bucket/prefix``)
+        self.store = open_store(self.settings)
         self._declare = declare_topics
         self._producer: AIOKafkaProducer | None = None
         self._waiter: OutcomeWaiter | None = None

@@ -56,6 +56,15 @@ def workers_topic(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}.workers"
 
 
+def min_insync_replicas(replication_factor: int) -> int:
+    """The ``min.insync.replicas`` of the topics pixelpipe creates: ``min(2, RF - 1)``, at
+    least 1. RF 3 or more: 2 (an ``acks=all`` write is on two brokers before it is
+    acknowledged, and one broker may be down without stopping writes); RF 2: 1 (with 2, one
+    broker down would stop every write); RF 1: 1 (set explicitly, so a broker whose default is
+    2 still accepts writes to a single-replica dev topic)."""
+    return max(1, min(2, replication_factor - 1))
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     """A topic the app declares at start-up when missing (existing topics are never altered)."""
@@ -67,6 +76,8 @@ class TopicSpec:
     #: roll segments this often: compaction never touches the active segment, so a topic
     #: written every few seconds needs short segments to stay small for readers from the start
     segment_ms: int | None = None
+    #: ``min.insync.replicas``; None: ``min_insync_replicas(replication factor)``
+    min_insync_replicas: int | None = None
 
 
 def pipeline_topic_specs(
