@@ -11,6 +11,15 @@
 #   infra/kafka.sh logs [-f] [-n N]  show (or follow) its log
 #   infra/kafka.sh jars              only resolve the jars into the cache
 #
+# TLS + SASL/SCRAM (KAFKA_SASL_SSL=1, single node only): the broker gets a second client
+# listener SASL_SSL://127.0.0.1:KAFKA_SASL_PORT (SCRAM-SHA-512; PLAINTEXT stays for the
+# controller and inter-broker side on loopback). A CA and a broker certificate for
+# 127.0.0.1/localhost are made into RUN_DIR/tls with openssl (keystore broker.p12, PKCS12),
+# the SCRAM user is created when data/ is formatted, its password generated into
+# RUN_DIR/sasl.password (mode 600).
+#   KAFKA_SASL_SSL=1 infra/kafka.sh up   start with the SASL_SSL listener (data formatted with it)
+#   infra/kafka.sh sasl-env              print the PIXELPIPE_KAFKA* exports a client needs
+#
 # Three nodes (KAFKA_NODES=3): three combined broker + controller KRaft nodes, one cluster id,
 # client ports KAFKA_PORT, +10, +20 (controllers one above each), run dir
 # infra/.run/kafka-cluster-PORT/nodeN; replication 3 and min.insync.replicas=2 by default.
@@ -29,6 +38,8 @@
 #   KAFKA_OVERRIDES              extra "key=value key=value" broker properties (last wins)
 #   KAFKA_HEAP_OPTS              default "-Xms128m -Xmx512m" (3 nodes: -Xmx256m each); KAFKA_JVM_OPTS
 #   KAFKA_START_TIMEOUT=120      seconds to wait for metadata; KAFKA_STOP_TIMEOUT=30 before SIGKILL
+#   KAFKA_SASL_SSL=0             1: add the SASL_SSL listener (see above)
+#   KAFKA_SASL_PORT              its port (default KAFKA_PORT + 2); KAFKA_SASL_USER=pixelpipe
 #   PYTHON                       interpreter for infra/kafka_ready.py (default python3)
 set -Eeuo pipefail
 
@@ -46,6 +57,10 @@ KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
 KAFKA_JVM_OPTS=${KAFKA_JVM_OPTS:-}
 KAFKA_OVERRIDES=${KAFKA_OVERRIDES:-}
 MDEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+KAFKA_SASL_SSL=${KAFKA_SASL_SSL:-0}
+KAFKA_SASL_USER=${KAFKA_SASL_USER:-pixelpipe}
+SASL_MECHANISM=SCRAM-SHA-512
+SCRAM_ITERATIONS=8192
 
 log() { printf 'kafka.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -67,6 +82,11 @@ LOG_FILE=$RUN_DIR/kafka.log
 LOCK_DIR=$RUN_DIR/.lock
 BOOTSTRAP=$KAFKA_HOST:$KAFKA_PORT
 MARKER=-Dpixelpipe.kafka.home=$RUN_DIR
+TLS_DIR=$RUN_DIR/tls
+SASL_PASSWORD_FILE=$RUN_DIR/sasl.password
+# empty unless KAFKA_SASL_SSL=1 (sasl_init): the default configuration stays as it was
+SASL_LISTENER= SASL_ADVERTISED= SASL_MAP=
+SCRAM_FORMAT=0
 JAVA=java
 [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]] && JAVA=$JAVA_HOME/bin/java
 PYTHON=${PYTHON:-$(command -v python3 || command -v python || true)}
@@ -204,11 +224,11 @@ write_config() {
     echo "process.roles=broker,controller"
     echo "node.id=1"
     echo "controller.quorum.voters=1@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
-    echo "listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
-    echo "advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT"
+    echo "listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT$SASL_LISTENER"
+    echo "advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT$SASL_ADVERTISED"
     echo "inter.broker.listener.name=PLAINTEXT"
     echo "controller.listener.names=CONTROLLER"
-    echo "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    echo "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT$SASL_MAP"
     echo "log.dirs=$DATA_DIR"
     echo "num.partitions=1"
     echo "default.replication.factor=1"
@@ -223,6 +243,9 @@ write_config() {
     if ((KAFKA_MAJOR >= 4)); then
       echo "share.coordinator.state.topic.replication.factor=1"
       echo "share.coordinator.state.topic.min.isr=1"
+    fi
+    if ((KAFKA_SASL_SSL)); then
+      sasl_properties
     fi
     for kv in $KAFKA_OVERRIDES; do
       [[ $kv == *=* ]] || die "KAFKA_OVERRIDES item '$kv' is not key=value"
@@ -281,10 +304,14 @@ format_once() {
   cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>>"$LOG_FILE" | tail -n1)
   [[ $cluster_id =~ ^[A-Za-z0-9_-]{22}$ ]] || { tail_log 30; die "StorageTool random-uuid gave '$cluster_id'"; }
   log "formatting $DATA_DIR (cluster id $cluster_id, Kafka $KAFKA_VERSION)"
-  if ! kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$RUN_DIR/server.properties" >>"$LOG_FILE" 2>&1; then
+  local -a format_cmd=(kafka.tools.StorageTool format -t "$cluster_id" -c "$RUN_DIR/server.properties")
+  ((SCRAM_FORMAT)) && format_cmd=("@$(scram_args_file "$cluster_id")") # KAFKA_SASL_SSL=1
+  if ! kafka_java "${format_cmd[@]}" >>"$LOG_FILE" 2>&1; then
+    rm -f "$RUN_DIR/.format.args"
     tail_log 30
     die "formatting $DATA_DIR failed"
   fi
+  rm -f "$RUN_DIR/.format.args"
   printf '%s\n' "$KAFKA_VERSION" >"$RUN_DIR/formatted.version"
 }
 
@@ -317,6 +344,9 @@ cmd_up() {
     if [[ $running_version != "$KAFKA_VERSION" ]]; then
       die "a Kafka $running_version broker (pid $pid) already runs from $RUN_DIR; asked for $KAFKA_VERSION: run 'down' first"
     fi
+    if ((KAFKA_SASL_SSL)) && [[ $(cat "$RUN_DIR/running.sasl" 2>/dev/null) != "$KAFKA_SASL_PORT" ]]; then
+      die "the broker (pid $pid) from $RUN_DIR runs without a SASL_SSL listener on $KAFKA_HOST:$KAFKA_SASL_PORT: run 'down' first"
+    fi
     if serving "$KAFKA_START_TIMEOUT"; then
       log "already running: Kafka $running_version, pid $pid, bootstrap $BOOTSTRAP ($RUN_DIR)"
       echo "$BOOTSTRAP"
@@ -327,11 +357,18 @@ cmd_up() {
   fi
   port_in_use "$KAFKA_PORT" && die "$BOOTSTRAP is already taken by another process (not a broker started from $RUN_DIR)"
   port_in_use "$KAFKA_CONTROLLER_PORT" && die "$KAFKA_HOST:$KAFKA_CONTROLLER_PORT (controller port) is already taken by another process"
+  if ((KAFKA_SASL_SSL)); then
+    port_in_use "$KAFKA_SASL_PORT" && die "$KAFKA_HOST:$KAFKA_SASL_PORT (SASL_SSL port) is already taken by another process"
+    sasl_prepare
+  fi
 
   write_config
   [[ -f $LOG_FILE ]] && mv -f "$LOG_FILE" "$LOG_FILE.1"
   : >"$LOG_FILE"
   format_once
+  if ((KAFKA_SASL_SSL)); then
+    [[ -f $RUN_DIR/sasl.formatted ]] || printf '%s %s\n' "$SASL_MECHANISM" "$KAFKA_SASL_USER" >"$RUN_DIR/sasl.formatted"
+  fi
 
   log "starting Kafka $KAFKA_VERSION on $BOOTSTRAP (controller $KAFKA_HOST:$KAFKA_CONTROLLER_PORT, run dir $RUN_DIR)"
   local -a launcher=()
@@ -345,6 +382,11 @@ cmd_up() {
   pid=$!
   printf '%s\n' "$pid" >"$PID_FILE"
   printf '%s\n' "$KAFKA_VERSION" >"$RUN_DIR/running.version"
+  if ((KAFKA_SASL_SSL)); then
+    printf '%s\n' "$KAFKA_SASL_PORT" >"$RUN_DIR/running.sasl"
+  else
+    rm -f "$RUN_DIR/running.sasl"
+  fi
 
   deadline=$((SECONDS + KAFKA_START_TIMEOUT))
   while :; do
@@ -353,7 +395,7 @@ cmd_up() {
       tail_log
       die "the broker exited during start-up (log: $LOG_FILE)"
     fi
-    if serving 0; then
+    if serving 0 && { ((!KAFKA_SASL_SSL)) || port_in_use "$KAFKA_SASL_PORT"; }; then
       break
     fi
     if ((SECONDS >= deadline)); then
@@ -369,6 +411,9 @@ cmd_up() {
     die "pid $pid serves $BOOTSTRAP but does not look like the broker this script started"
   fi
   log "serving: Kafka $KAFKA_VERSION, pid $pid, bootstrap $BOOTSTRAP in ${SECONDS}s"
+  if ((KAFKA_SASL_SSL)); then
+    log "SASL_SSL listener: $KAFKA_HOST:$KAFKA_SASL_PORT ($SASL_MECHANISM, user $KAFKA_SASL_USER, CA $TLS_DIR/ca.crt); client settings: infra/kafka.sh sasl-env"
+  fi
   echo "$BOOTSTRAP"
 }
 
@@ -387,7 +432,7 @@ cmd_down() {
   if pid=$(running_pid); then
     log "stopping Kafka pid $pid ($RUN_DIR) with SIG$signal"
     stop_pid "$pid" "$signal"
-    rm -f "$PID_FILE" "$RUN_DIR/running.version"
+    rm -f "$PID_FILE" "$RUN_DIR/running.version" "$RUN_DIR/running.sasl"
     log "stopped"
   else
     log "not running ($RUN_DIR)"
@@ -396,6 +441,9 @@ cmd_down() {
     log "purging data in $RUN_DIR"
     rm -rf "$DATA_DIR"
     rm -f "$RUN_DIR/formatted.version" "$RUN_DIR/server.properties" "$RUN_DIR/log4j.properties" "$RUN_DIR/log4j2.properties"
+    # the SCRAM user lives in the wiped metadata: its password and the certificates go too
+    rm -rf "$TLS_DIR"
+    rm -f "$SASL_PASSWORD_FILE" "$RUN_DIR/sasl.formatted" "$RUN_DIR/tls.log" "$RUN_DIR/.format.args"
   fi
 }
 
@@ -429,6 +477,133 @@ cmd_logs() {
     exec tail -n "$lines" -F "$LOG_FILE"
   fi
   tail -n "$lines" "$LOG_FILE"
+}
+
+# ------------------------------------------------------------- TLS + SASL/SCRAM (KAFKA_SASL_SSL=1)
+#
+# One more client listener, SASL_SSL://127.0.0.1:KAFKA_SASL_PORT, authenticated with
+# SCRAM-SHA-512; PLAINTEXT stays for the controller and the inter-broker side on loopback.
+# RUN_DIR/tls: ca.key + ca.crt (a CA made here), broker.key + broker.crt (127.0.0.1 and
+# localhost, signed by that CA), broker.p12 (the broker's PKCS12 keystore), truststore.p12
+# (the CA, for Java clients), store.password; RUN_DIR/sasl.password: the SCRAM user's password.
+# Secrets are mode 600 and never on a command line (StorageTool gets the SCRAM credential in a
+# java @argfile; openssl and keytool read passwords from files).
+
+# sasl_init: validate the SASL settings and fill the listener variables write_config uses.
+sasl_init() {
+  [[ $KAFKA_SASL_SSL == 1 ]] || die "KAFKA_SASL_SSL must be 0 or 1, got '$KAFKA_SASL_SSL'"
+  KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}
+  valid_port "$KAFKA_SASL_PORT" || die "bad KAFKA_SASL_PORT '$KAFKA_SASL_PORT'"
+  ((KAFKA_SASL_PORT != KAFKA_PORT && KAFKA_SASL_PORT != KAFKA_CONTROLLER_PORT)) ||
+    die "KAFKA_SASL_PORT must differ from KAFKA_PORT and KAFKA_CONTROLLER_PORT"
+  [[ $KAFKA_SASL_USER =~ ^[A-Za-z0-9._-]{1,64}$ ]] || die "KAFKA_SASL_USER must be 1-64 characters A-Z a-z 0-9 . _ -, got '$KAFKA_SASL_USER'"
+  SASL_LISTENER=,SASL_SSL://$KAFKA_HOST:$KAFKA_SASL_PORT
+  SASL_ADVERTISED=$SASL_LISTENER
+  SASL_MAP=,SASL_SSL:SASL_SSL
+}
+
+# new_secret: 32 random bytes as 64 hex characters.
+new_secret() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
+
+# ensure_tls: the CA, the broker's certificate and its keystore, made once per run dir.
+ensure_tls() {
+  local tls_log=$RUN_DIR/tls.log
+  [[ -s $TLS_DIR/broker.p12 && -s $TLS_DIR/ca.crt && -s $TLS_DIR/store.password ]] && return 0
+  need openssl "needed to make the TLS certificates of the SASL_SSL listener"
+  rm -rf "$TLS_DIR"
+  mkdir -p "$TLS_DIR"
+  chmod 700 "$TLS_DIR"
+  log "making a CA and a broker certificate for $KAFKA_HOST/localhost in $TLS_DIR"
+  if ! (
+    set -e
+    umask 077
+    cd "$TLS_DIR"
+    new_secret >store.password
+    openssl req -x509 -new -newkey rsa:2048 -nodes -sha256 -days 825 \
+      -subj "/O=pixelpipe infra/kafka.sh/CN=pixelpipe local Kafka CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout ca.key -out ca.crt
+    openssl req -new -newkey rsa:2048 -nodes -sha256 -subj "/O=pixelpipe infra/kafka.sh/CN=localhost" \
+      -keyout broker.key -out broker.csr
+    printf '%s\n' "subjectAltName=IP:$KAFKA_HOST,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+      "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -set_serial "0x$(new_secret | cut -c1-30)" \
+      -days 825 -sha256 -extfile broker.ext -out broker.crt
+    openssl pkcs12 -export -name broker -in broker.crt -inkey broker.key -certfile ca.crt \
+      -passout file:store.password -out broker.p12
+    if command -v keytool >/dev/null 2>&1; then
+      keytool -importcert -noprompt -alias pixelpipe-local-ca -file ca.crt -storetype PKCS12 \
+        -keystore truststore.p12 -storepass:file store.password
+    fi
+    rm -f broker.csr broker.ext
+    chmod 644 ca.crt broker.crt
+  ) >"$tls_log" 2>&1; then
+    cat "$tls_log" >&2
+    rm -rf "$TLS_DIR"
+    die "making the TLS certificates failed (see above)"
+  fi
+}
+
+# ensure_password: the SCRAM user's password, generated once (mode 600).
+ensure_password() {
+  [[ -s $SASL_PASSWORD_FILE ]] && return 0
+  (umask 077 && new_secret >"$SASL_PASSWORD_FILE")
+}
+
+# scram_args_file CLUSTER_ID: a java @argfile (mode 600) with the whole StorageTool format
+# command and its --add-scram credential: the password is never on a command line ps shows.
+scram_args_file() {
+  local file=$RUN_DIR/.format.args
+  (
+    umask 077
+    printf '%s\n' kafka.tools.StorageTool format -t "$1" -c "\"$RUN_DIR/server.properties\"" --add-scram \
+      "$SASL_MECHANISM=[name=$KAFKA_SASL_USER,iterations=$SCRAM_ITERATIONS,password=$(<"$SASL_PASSWORD_FILE")]" >"$file"
+  )
+  printf '%s\n' "$file"
+}
+
+# sasl_prepare: before write_config and format_once (lock held): certificates, password, and
+# the SCRAM argument of the format (data formatted without the user cannot get it here).
+sasl_prepare() {
+  ensure_tls
+  ensure_password
+  # server.properties holds the keystore password: only the owner reads it
+  (umask 077 && : >>"$RUN_DIR/server.properties") && chmod 600 "$RUN_DIR/server.properties"
+  if [[ -f $DATA_DIR/meta.properties ]]; then
+    [[ $(cat "$RUN_DIR/sasl.formatted" 2>/dev/null) == "$SASL_MECHANISM $KAFKA_SASL_USER" ]] ||
+      die "$DATA_DIR was formatted without the $SASL_MECHANISM user '$KAFKA_SASL_USER': 'down --purge' first (or another KAFKA_HOME_DIR)"
+    return 0
+  fi
+  rm -f "$RUN_DIR/sasl.formatted"
+  SCRAM_FORMAT=1
+}
+
+# sasl_properties: the broker properties of the SASL_SSL listener (in write_config).
+sasl_properties() {
+  echo "sasl.enabled.mechanisms=$SASL_MECHANISM"
+  echo "listener.name.sasl_ssl.sasl.enabled.mechanisms=$SASL_MECHANISM"
+  echo "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+  echo "listener.name.sasl_ssl.ssl.keystore.type=PKCS12"
+  echo "listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/broker.p12"
+  echo "listener.name.sasl_ssl.ssl.keystore.password=$(<"$TLS_DIR/store.password")"
+  echo "listener.name.sasl_ssl.ssl.key.password=$(<"$TLS_DIR/store.password")"
+  echo "listener.name.sasl_ssl.ssl.client.auth=none"
+  echo "listener.name.sasl_ssl.ssl.enabled.protocols=TLSv1.3,TLSv1.2"
+}
+
+# sasl-env: the exports a pixelpipe client needs (the password by file, never printed).
+cmd_sasl_env() {
+  local port
+  [[ -s $SASL_PASSWORD_FILE && -s $TLS_DIR/ca.crt ]] ||
+    die "no SASL_SSL set-up in $RUN_DIR: run 'KAFKA_SASL_SSL=1 infra/kafka.sh up' first"
+  port=$(cat "$RUN_DIR/running.sasl" 2>/dev/null || true)
+  [[ -n $port ]] || port=${KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}
+  printf 'export PIXELPIPE_KAFKA=%q\n' "kafka+ssl://$KAFKA_HOST:$port"
+  printf 'export PIXELPIPE_KAFKA_CA_FILE=%q\n' "$TLS_DIR/ca.crt"
+  printf 'export PIXELPIPE_KAFKA_USER=%q\n' "$(sed -n 's/^[^ ]* //p' "$RUN_DIR/sasl.formatted" 2>/dev/null || echo "$KAFKA_SASL_USER")"
+  printf 'export PIXELPIPE_KAFKA_PASSWORD_FILE=%q\n' "$SASL_PASSWORD_FILE"
+  printf 'export PIXELPIPE_KAFKA_SASL_MECHANISM=%q\n' "$SASL_MECHANISM"
 }
 
 # ------------------------------------------------------------------ three nodes (KAFKA_NODES=3)
@@ -841,6 +1016,10 @@ usage() { sed -n '2,/^set -Eeuo/p' "${BASH_SOURCE[0]}" | sed -n 's/^# \{0,1\}//p
 
 main() {
   local cmd=${1:-}
+  if [[ $KAFKA_SASL_SSL != 0 ]]; then
+    [[ $KAFKA_NODES == 1 ]] || die "KAFKA_SASL_SSL=1 is for the single broker (KAFKA_NODES=1), not KAFKA_NODES=$KAFKA_NODES"
+    sasl_init
+  fi
   case $KAFKA_NODES in
     1) ;;
     3) cluster_main "$@"; return ;;
@@ -860,6 +1039,7 @@ main() {
     status) cmd_status "$@" ;;
     logs | log) cmd_logs "$@" ;;
     jars) resolve_jars && echo "$LIB_DIR" ;;
+    sasl-env) cmd_sasl_env "$@" ;;
     stop-node | kill-node | start-node) log "error: $cmd needs KAFKA_NODES=3 (the single broker: down, down --kill, up)"; exit 2 ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;

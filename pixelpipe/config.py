@@ -6,7 +6,12 @@ edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` w
 
 | variable                        | default                     | meaning                               |
 |---------------------------------|-----------------------------|---------------------------------------|
-| PIXELPIPE_KAFKA                 | kafka://127.0.0.1:9092      | broker URL(s), comma separated        |
+| PIXELPIPE_KAFKA                 | kafka://127.0.0.1:9092      | broker URL(s), comma separated; kafka+ssl:// for TLS |
+| PIXELPIPE_KAFKA_CA_FILE         | (system CAs)                | PEM CA bundle the broker's certificate is checked against |
+| PIXELPIPE_KAFKA_USER            | (none: no SASL)             | SASL user name                        |
+| PIXELPIPE_KAFKA_PASSWORD / _PASSWORD_FILE | (none)            | SASL password (a secret: never logged) |
+| PIXELPIPE_KAFKA_SASL_MECHANISM  | SCRAM-SHA-512               | SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN |
+| PIXELPIPE_KAFKA_ALLOW_PLAINTEXT | off                         | on: allow kafka:// to a non-loopback broker |
 | PIXELPIPE_DATA                  | ./.pixelpipe/blobs          | blob store: a directory or s3://bucket/prefix |
 | PIXELPIPE_S3_ENDPOINT           | (AWS, or AWS_ENDPOINT_URL)  | S3 endpoint URL, e.g. http://127.0.0.1:7070 |
 | PIXELPIPE_S3_TIMEOUT            | 30s                         | one S3 request, connect 5s at most    |
@@ -62,6 +67,7 @@ edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` w
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 from collections.abc import Mapping
@@ -72,6 +78,12 @@ from typing import Any
 from pixelpipe.errors import ConfigError
 
 ENV_KAFKA = "PIXELPIPE_KAFKA"
+ENV_KAFKA_CA_FILE = "PIXELPIPE_KAFKA_CA_FILE"
+ENV_KAFKA_USER = "PIXELPIPE_KAFKA_USER"
+ENV_KAFKA_PASSWORD = "PIXELPIPE_KAFKA_PASSWORD"  # noqa: S105 (the variable's name)
+ENV_KAFKA_PASSWORD_FILE = "PIXELPIPE_KAFKA_PASSWORD_FILE"  # noqa: S105
+ENV_KAFKA_SASL_MECHANISM = "PIXELPIPE_KAFKA_SASL_MECHANISM"
+ENV_KAFKA_ALLOW_PLAINTEXT = "PIXELPIPE_KAFKA_ALLOW_PLAINTEXT"
 ENV_DATA = "PIXELPIPE_DATA"
 ENV_S3_ENDPOINT = "PIXELPIPE_S3_ENDPOINT"
 ENV_S3_TIMEOUT = "PIXELPIPE_S3_TIMEOUT"
@@ -120,6 +132,12 @@ ENV_INFRA_DIR = "PIXELPIPE_INFRA_DIR"
 ENV_DEMO_PHOTOS = "PIXELPIPE_DEMO_PHOTOS"
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
+#: broker URL schemes: plaintext, and TLS (``kafka+ssl://host:port``)
+PLAINTEXT_SCHEMES = ("kafka", "aiokafka")
+TLS_SCHEME = "kafka+ssl"
+#: the SASL mechanisms a user/password may be sent with (aiokafka supports all three)
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+DEFAULT_SASL_MECHANISM = "SCRAM-SHA-512"
 #: ``PIXELPIPE_PROFILE`` values; ``production`` makes the worker refuse to start on settings that
 #: could lose data (``pixelpipe.streams.profile``)
 PROFILES = ("development", "production")
@@ -224,6 +242,15 @@ class Settings:
     """Everything a worker, the CLI and the client API need to agree on."""
 
     broker: str = DEFAULT_BROKER
+    #: PEM CA bundle for a ``kafka+ssl://`` broker ('': the system's CAs)
+    kafka_ca_file: str = ""
+    #: SASL user and password ('' : no SASL); the password is a secret: never in repr, logs,
+    #: status or error messages
+    kafka_user: str = ""
+    kafka_password: str = field(default="", repr=False)
+    kafka_sasl_mechanism: str = DEFAULT_SASL_MECHANISM
+    #: allow an unencrypted connection (``kafka://``) to a broker that is not on loopback
+    kafka_allow_plaintext: bool = False
     data_dir: Path = Path(".pixelpipe/blobs")
     #: ``s3://bucket/prefix`` when ``PIXELPIPE_DATA`` names an S3 store ('' : the local
     #: ``data_dir``); a string, since ``Path`` would fold its ``//``
@@ -283,6 +310,7 @@ class Settings:
         if self.upload_partitions < 1:
             raise ConfigError(f"{ENV_UPLOAD_PARTITIONS} must be at least 1")
         bootstrap_from_url(self.broker)  # a bad URL fails here, in one line, not in aiokafka
+        self._check_kafka_security()
         if self.profile not in PROFILES:
             raise ConfigError(
                 f"{ENV_PROFILE}={self.profile!r}: must be one of {', '.join(PROFILES)}")
@@ -291,6 +319,54 @@ class Settings:
         if self.s3_timeout_s <= 0 or self.s3_retries < 0 or self.s3_cache_mb < 1:
             raise ConfigError(f"{ENV_S3_TIMEOUT} must be positive, {ENV_S3_RETRIES} at least 0 "
                               f"and {ENV_S3_CACHE_MB} at least 1")
+
+    def _check_kafka_security(self) -> None:
+        """The TLS/SASL settings fit together (one line each; the password never in it)."""
+        if self.kafka_sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"{ENV_KAFKA_SASL_MECHANISM}={self.kafka_sasl_mechanism!r}: must "
+                              f"be one of {', '.join(SASL_MECHANISMS)}")
+        if self.kafka_user and not self.kafka_password:
+            raise ConfigError(f"{ENV_KAFKA_USER} is set but no password: set "
+                              f"{ENV_KAFKA_PASSWORD_FILE} (or {ENV_KAFKA_PASSWORD})")
+        if self.kafka_password and not self.kafka_user:
+            raise ConfigError(f"a Kafka password is set but no user: set {ENV_KAFKA_USER}")
+        if self.kafka_ca_file:
+            if not self.kafka_tls:
+                raise ConfigError(
+                    f"{ENV_KAFKA_CA_FILE} is set but the broker URL {self.broker!r} is not "
+                    f"TLS: use {TLS_SCHEME}://host:port ({ENV_KAFKA})")
+            if not Path(self.kafka_ca_file).expanduser().is_file():
+                raise ConfigError(f"{ENV_KAFKA_CA_FILE}={self.kafka_ca_file}: no such file")
+
+    @property
+    def kafka_tls(self) -> bool:
+        """The broker URL is ``kafka+ssl://``: every connection is TLS."""
+        return broker_uses_tls(self.broker)
+
+    @property
+    def kafka_security_protocol(self) -> str:
+        """aiokafka's ``security_protocol``: ``SASL_SSL``, ``SSL``, ``SASL_PLAINTEXT`` or
+        ``PLAINTEXT``."""
+        if self.kafka_tls:
+            return "SASL_SSL" if self.kafka_user else "SSL"
+        return "SASL_PLAINTEXT" if self.kafka_user else "PLAINTEXT"
+
+    @property
+    def kafka_is_loopback(self) -> bool:
+        """Every broker address is on this machine (127.0.0.0/8, ::1, localhost)."""
+        return all(is_loopback_host(address_host(address))
+                   for address in self.bootstrap_servers.split(","))
+
+    def check_kafka_transport(self) -> None:
+        """Refuse an unencrypted connection to a broker beyond loopback unless allowed: called
+        wherever a Kafka client is built (``streams.kafka``, the faust app)."""
+        if self.kafka_tls or self.kafka_allow_plaintext or self.kafka_is_loopback:
+            return
+        raise ConfigError(
+            f"refusing an unencrypted Kafka connection to {self.bootstrap_servers} (not "
+            f"loopback): use {TLS_SCHEME}://host:port in {ENV_KAFKA} (with "
+            f"{ENV_KAFKA_CA_FILE}, {ENV_KAFKA_USER}, {ENV_KAFKA_PASSWORD_FILE}), or set "
+            f"{ENV_KAFKA_ALLOW_PLAINTEXT}=1 on a network you trust")
 
     @property
     def data_location(self) -> str:
@@ -335,6 +411,13 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         _read(env, ENV_KAFKA, values, "broker", str)
+        _read(env, ENV_KAFKA_CA_FILE, values, "kafka_ca_file", str)
+        _read(env, ENV_KAFKA_USER, values, "kafka_user", str)
+        _read(env, ENV_KAFKA_PASSWORD, values, "kafka_password", str)
+        _read(env, ENV_KAFKA_PASSWORD_FILE, values, "kafka_password", _secret_file)
+        _read(env, ENV_KAFKA_SASL_MECHANISM, values, "kafka_sasl_mechanism",
+              lambda raw: raw.upper())
+        _read(env, ENV_KAFKA_ALLOW_PLAINTEXT, values, "kafka_allow_plaintext", parse_switch)
         if is_s3_url(env.get(ENV_DATA, "")):
             values["data_url"] = env[ENV_DATA].strip()
         else:
@@ -442,22 +525,63 @@ def check_s3_url(url: str) -> None:
 
 
 def bootstrap_from_url(url: str) -> str:
-    """``kafka://a:9092;b:9092`` or ``kafka://a:9092,kafka://b:9092`` -> ``a:9092,b:9092``."""
+    """``kafka://a:9092;b:9092`` or ``kafka://a:9092,kafka://b:9092`` -> ``a:9092,b:9092``
+    (``kafka+ssl://`` alike)."""
+    return ",".join(parse_broker_url(url)[0])
+
+
+def broker_uses_tls(url: str) -> bool:
+    """``kafka+ssl://...``: the broker is reached over TLS."""
+    return parse_broker_url(url)[1]
+
+
+def parse_broker_url(url: str) -> tuple[list[str], bool]:
+    """The ``host:port`` addresses of a broker URL and whether it is TLS (``kafka+ssl://``).
+
+    An address without a scheme takes the one before it; plaintext and TLS in one URL is a
+    ``ConfigError`` (a client speaks one protocol to every broker)."""
+    if "@" in url:
+        # user:password@host would end up in logs and /status: refused, and never echoed
+        raise ConfigError(f"{ENV_KAFKA}: no credentials in the broker URL; set "
+                          f"{ENV_KAFKA_USER} and {ENV_KAFKA_PASSWORD_FILE} instead")
     servers = []
+    schemes: set[bool] = set()
     for part in url.replace(";", ",").split(","):
         part = part.strip()
         if not part:
             continue
         if "://" in part:
             scheme, _, part = part.partition("://")
-            if scheme not in ("kafka", "aiokafka"):
-                raise ConfigError(f"unsupported broker URL scheme {scheme!r} in {url!r}")
+            scheme = scheme.lower()
+            if scheme not in (*PLAINTEXT_SCHEMES, TLS_SCHEME):
+                raise ConfigError(f"unsupported broker URL scheme {scheme!r} in {url!r} "
+                                  f"(kafka:// or {TLS_SCHEME}://)")
+            schemes.add(scheme == TLS_SCHEME)
         address = part.rstrip("/")
         _check_address(address, url)
         servers.append(address)
     if not servers:
         raise ConfigError(f"no broker address in {url!r}")
-    return ",".join(servers)
+    if len(schemes) > 1:
+        raise ConfigError(f"broker URL {url!r} mixes kafka:// and {TLS_SCHEME}://: use one")
+    return servers, schemes == {True}
+
+
+def address_host(address: str) -> str:
+    """``host:port`` / ``[v6]:port`` / ``host`` -> the host (brackets removed)."""
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    return address.rpartition(":")[0] if ":" in address else address
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: traffic that never leaves this machine."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_address(address: str, url: str) -> None:

@@ -39,6 +39,9 @@ class PipelineEnv:
     root: Path
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
     workers: int = 2
+    #: the broker connection's own variables, over the defaults (e.g. ``PIXELPIPE_KAFKA=
+    #: kafka+ssl://...`` and the CA/user/password of a SASL_SSL listener)
+    kafka_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def app_id(self) -> str:
@@ -61,6 +64,7 @@ class PipelineEnv:
             PIXELPIPE_RETRY_TIERS="1s,2s",
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.kafka_env)
         env.update(extra)
         return env
 
@@ -187,6 +191,7 @@ def consume_all(
     expect: int | None = None,
     done: Callable[[list[Any]], bool] | None = None,
     timeout: float = 120.0,
+    **client: Any,
 ) -> list[Any]:
     """Read every record of ``topics`` from the beginning until ``done(records)`` (or
     ``expect`` records) or the timeout, then one more second for stragglers (duplicates)."""
@@ -201,7 +206,7 @@ def consume_all(
     async def read() -> list[Any]:
         consumer = AIOKafkaConsumer(
             *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-            enable_auto_commit=False,
+            enable_auto_commit=False, **client,
         )
         await consumer.start()
         records: list[Any] = []
@@ -239,17 +244,20 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
         time.sleep(interval)
 
 
-def read_to_end(bootstrap: str, topics: Sequence[str], timeout: float = 30.0) -> list[Any]:
+def read_to_end(bootstrap: str, topics: Sequence[str], timeout: float = 30.0,
+                **client: Any) -> list[Any]:
     """Every record of ``topics`` from the beginning up to their end as of this call (a missing
     topic has none). Deterministic where ``consume_all`` waits a fixed time: use it to check
-    what is, or is not, on a topic once the thing that would have written it is done."""
+    what is, or is not, on a topic once the thing that would have written it is done.
+    ``client``: more consumer options (``sasl_client_options`` for a SASL_SSL listener)."""
     import asyncio
 
     from aiokafka import AIOKafkaConsumer
 
     async def read() -> list[Any]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    **client)
         await consumer.start()
         try:
             existing = [topic for topic in topics if topic in await consumer.topics()]
@@ -283,7 +291,7 @@ def read_to_end(bootstrap: str, topics: Sequence[str], timeout: float = 30.0) ->
 
 def wait_for_records(
     bootstrap: str, topics: Sequence[str], until: Callable[[list[Any]], Any], *,
-    timeout: float = 60.0, what: str = "records",
+    timeout: float = 60.0, what: str = "records", **client: Any,
 ) -> list[Any]:
     """Read ``topics`` from the beginning until ``until(records)`` is truthy and return the
     records read so far; fail after ``timeout`` seconds naming ``what``. Unlike
@@ -295,7 +303,7 @@ def wait_for_records(
     async def read() -> list[Any]:
         consumer = AIOKafkaConsumer(
             *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-            enable_auto_commit=False, fetch_max_wait_ms=100,
+            enable_auto_commit=False, fetch_max_wait_ms=100, **client,
         )
         await consumer.start()
         records: list[Any] = []
@@ -312,6 +320,17 @@ def wait_for_records(
         return records
 
     return asyncio.run(read())
+
+
+def sasl_client_options(ca_file: str | Path, user: str, password: str,
+                        mechanism: str = "SCRAM-SHA-512") -> dict[str, Any]:
+    """aiokafka options for a SASL_SSL listener, for the helpers above (an outside reader,
+    built without pixelpipe's own client code)."""
+    from aiokafka.helpers import create_ssl_context
+
+    return {"security_protocol": "SASL_SSL", "ssl_context": create_ssl_context(cafile=ca_file),
+            "sasl_mechanism": mechanism, "sasl_plain_username": user,
+            "sasl_plain_password": password}
 
 
 def event_ids_on(bootstrap: str, topics: Sequence[str]) -> dict[str, list[str]]:

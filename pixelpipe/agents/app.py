@@ -17,6 +17,11 @@ Settings chosen against faust's defaults, and why (FAUST-NOTES.md):
   transport registry, and the app's broker URLs use that scheme.
 - ``topic_replication_factor``: the topics faust creates itself (the breaker table's
   changelog, the assignor's) get ``PIXELPIPE_REPLICATION_FACTOR`` replicas, not faust's 1.
+- ``broker_credentials``: a ``kafka+ssl://`` broker and/or a SASL user become faust's
+  ``SASLCredentials`` (user, password, mechanism, and the TLS context ``streams.kafka`` builds
+  for our own clients) or ``SSLCredentials``; faust hands them to every client it makes
+  (producer, consumer, admin). The broker URLs keep the ``pixelpipe-kafka`` scheme: the
+  protocol comes from the credentials, not the URL.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from pixelpipe.config import Settings
+from pixelpipe.streams import kafka
 from pixelpipe.streams.topics import (
     alerts_topic,
     breaker_topic,
@@ -78,13 +84,31 @@ def producer_urls(settings: Settings) -> list[str]:
     return [f"{PRODUCER_SCHEME}://{server}" for server in settings.bootstrap_servers.split(",")]
 
 
+def broker_credentials(settings: Settings) -> Any:
+    """faust's credentials for ``settings``: ``SASLCredentials`` with a SASL user (over TLS for
+    ``kafka+ssl://``), ``SSLCredentials`` for TLS alone, None for plaintext. Refuses plaintext
+    to a broker beyond loopback unless allowed (``Settings.check_kafka_transport``)."""
+    settings.check_kafka_transport()
+    context = kafka.ssl_context(settings)
+    if settings.kafka_user:
+        # SASL_SSL when there is a context, SASL_PLAINTEXT otherwise (faust.auth)
+        return faust.SASLCredentials(username=settings.kafka_user,
+                                     password=settings.kafka_password, ssl_context=context,
+                                     mechanism=settings.kafka_sasl_mechanism)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
 def create_app(settings: Settings) -> faust.App:
     """A faust App configured from ``settings``. Agents are attached by ``pixelpipe.agents``."""
+    credentials = broker_credentials(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.app_id,
         # faust's aiokafka transport with an idempotent producer (see the module docstring)
         broker=producer_urls(settings),
+        broker_credentials=credentials,
         topic_replication_factor=settings.replication_factor,
         datadir=str(settings.state_dir),
         key_serializer="raw",

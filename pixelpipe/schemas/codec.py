@@ -57,6 +57,12 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: the largest message we accept as an upload; Kafka's default max message is 1 MB anyway
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_RENDITIONS = 32
+#: the deepest nesting of arrays and objects an event may have (the top-level object is 1):
+#: orjson parses 1024 levels but encodes only 254, so a deeper upload could be decoded and
+#: then not be encoded again (its processed event, dead letter or retry would fail to send)
+MAX_DEPTH = 64
+#: a dead letter or retry envelope holds the upload one level down, in ``original``
+MAX_ENVELOPE_DEPTH = MAX_DEPTH + 1
 MAX_OPERATIONS = 32
 
 T = TypeVar("T")
@@ -98,8 +104,9 @@ def encode(event: UploadEvent | ProcessedEvent | DeadLetter | RetryEnvelope) -> 
 # --------------------------------------------------------------------------- decoding helpers
 
 
-def decode_json_object(raw: bytes | None) -> dict[str, Any]:
-    """Parse a message value as one JSON object, or raise ``MalformedEvent``."""
+def decode_json_object(raw: bytes | None, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """Parse a message value as one JSON object at most ``max_depth`` levels deep, or raise
+    ``MalformedEvent``."""
     if raw is None:
         raise MalformedEvent("message has no value (a tombstone?)")
     if len(raw) > MAX_EVENT_BYTES:
@@ -110,7 +117,35 @@ def decode_json_object(raw: bytes | None) -> dict[str, Any]:
         raise MalformedEvent(f"not valid JSON: {_json_problem(raw, exc)}") from exc
     if not isinstance(data, dict):
         raise MalformedEvent(f"expected a JSON object, got {type(data).__name__}")
+    if _deeper_than(data, max_depth):
+        raise MalformedEvent(f"arrays and objects nested more than {max_depth} levels deep")
     return data
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and dicts more than ``limit`` levels (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _show(value: Any) -> str:
+    """``value`` for an error message, at most 80 characters (``repr`` of a container nested
+    too deep raises ``RecursionError``)."""
+    try:
+        return f"{value!r:.80}"
+    except RecursionError:
+        return f"a deeply nested {type(value).__name__}"
 
 
 def _json_problem(raw: bytes, exc: orjson.JSONDecodeError) -> str:
@@ -137,8 +172,8 @@ def original_of(raw: bytes | None) -> dict[str, Any]:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return {"base64": base64.b64encode(raw).decode("ascii")}
-    if isinstance(data, dict):
-        return data
+    if isinstance(data, dict) and not _deeper_than(data, MAX_DEPTH):
+        return data  # not deeper than an upload may be: a dead letter can still hold it
     return {"base64": base64.b64encode(raw).decode("ascii")}
 
 
@@ -148,7 +183,7 @@ def _field(data: Mapping[str, Any], name: str, kind: type[T], where: str = "") -
     value = data[name]
     # bool is an int in Python; a JSON true is never a valid size or count
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MalformedEvent(f"field {where}{name} must be {kind.__name__}, got {value!r:.80}")
+        raise MalformedEvent(f"field {where}{name} must be {kind.__name__}, got {_show(value)}")
     return value
 
 
@@ -177,7 +212,7 @@ def _check_schema(data: Mapping[str, Any], expected: str) -> None:
     if schema is None:
         raise MalformedEvent("missing field schema")
     if schema != expected:
-        raise MalformedEvent(f"unknown schema {schema!r:.80}; expected {expected!r}")
+        raise MalformedEvent(f"unknown schema {_show(schema)}; expected {expected!r}")
 
 
 # --------------------------------------------------------------------------- upload
@@ -311,7 +346,7 @@ def decode_processed(raw: bytes | None) -> ProcessedEvent:
 
 def decode_deadletter(raw: bytes | None) -> DeadLetter:
     """Decode a ``pixelpipe.deadletter/1`` message; ``MalformedEvent`` otherwise."""
-    data = decode_json_object(raw)
+    data = decode_json_object(raw, MAX_ENVELOPE_DEPTH)
     _check_schema(data, DEADLETTER_SCHEMA)
     error = _field(data, "error", dict)
     return DeadLetter(
@@ -360,7 +395,7 @@ def _origin(data: Mapping[str, Any]) -> Origin:
 
 def decode_retry(raw: bytes | None) -> RetryEnvelope:
     """Decode a ``pixelpipe.retry/1`` message; ``MalformedEvent`` otherwise."""
-    data = decode_json_object(raw)
+    data = decode_json_object(raw, MAX_ENVELOPE_DEPTH)
     _check_schema(data, RETRY_SCHEMA)
     return RetryEnvelope(
         event_id=_field(data, "event_id", str),

@@ -1,23 +1,27 @@
 """The one place Kafka clients are built: every producer, consumer and admin client of ours.
 
-Built from ``Settings`` (bootstrap servers and client id today; TLS/SASL settings later land
-here and nowhere else), with the defaults our guarantees need (aiokafka's own defaults are
-unsafe for us: ``acks=1``, no idempotence, auto commit, ``auto_offset_reset="latest"``).
-Connection failures are translated into ``BrokerUnavailable`` once, here. faust builds its own
-clients from the app configuration (``agents`` layer).
+Built from ``Settings`` (bootstrap servers, client id, and the connection's security: TLS with
+the configured CA, SASL user/password/mechanism; ``security_options``, here and nowhere else),
+with the defaults our guarantees need (aiokafka's own defaults are unsafe for us: ``acks=1``,
+no idempotence, auto commit, ``auto_offset_reset="latest"``). An unencrypted connection to a
+broker beyond loopback is refused here (``Settings.check_kafka_transport``). Connection
+failures are translated into ``BrokerUnavailable`` once, here. faust builds its own clients
+from the app configuration (``agents`` layer), with the same ``ssl_context``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.helpers import create_ssl_context
 
-from pixelpipe.config import Settings
-from pixelpipe.errors import BrokerUnavailable, TopicMissing
+from pixelpipe.config import ENV_KAFKA_CA_FILE, Settings
+from pixelpipe.errors import BrokerUnavailable, ConfigError, TopicMissing
 
 #: what a client's start (or a metadata call) raises when the broker cannot be reached
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (
@@ -30,7 +34,45 @@ START_TIMEOUT_S = 30.0
 
 def _common(settings: Settings, role: str) -> dict[str, Any]:
     return {"bootstrap_servers": settings.bootstrap_servers,
-            "client_id": f"{settings.app_id}-{role}"}
+            "client_id": f"{settings.app_id}-{role}", **security_options(settings)}
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of a ``kafka+ssl://`` broker (None for ``kafka://``): the broker's
+    certificate checked against ``kafka_ca_file`` (else the system's CAs), host name
+    included. A CA file that cannot be loaded is a one-line ``ConfigError``."""
+    if not settings.kafka_tls:
+        return None
+    try:
+        context: ssl.SSLContext = create_ssl_context(cafile=settings.kafka_ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or "unreadable"
+        raise ConfigError(f"{ENV_KAFKA_CA_FILE}={settings.kafka_ca_file}: not a PEM CA "
+                          f"bundle ({reason})") from None
+    return context
+
+
+def security_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka's security options for ``settings`` (``security_protocol``, ``ssl_context``,
+    ``sasl_*``); refuses plaintext to a non-loopback broker unless allowed."""
+    settings.check_kafka_transport()
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if settings.kafka_tls:
+        options["ssl_context"] = ssl_context(settings)
+    if settings.kafka_user:
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism,
+                       sasl_plain_username=settings.kafka_user,
+                       sasl_plain_password=settings.kafka_password)
+    return options
+
+
+def describe_connection(settings: Settings) -> str:
+    """Where and how we connect, for messages: never the password."""
+    how = settings.kafka_security_protocol
+    if settings.kafka_user:
+        how += f" {settings.kafka_sasl_mechanism} as {settings.kafka_user!r}"
+    return f"{settings.bootstrap_servers} ({how})"
 
 
 def producer(settings: Settings, role: str = "producer", **options: Any) -> AIOKafkaProducer:
@@ -66,6 +108,12 @@ async def start(
         await asyncio.wait_for(client.start(), timeout_s)
     except CONNECT_ERRORS as exc:
         await close(client)
+        if settings.kafka_user or settings.kafka_tls:
+            # aiokafka reports a refused password or certificate as a failed bootstrap
+            raise BrokerUnavailable(
+                f"cannot connect to Kafka at {describe_connection(settings)}: "
+                f"{type(exc).__name__} (unreachable, the password refused, or a certificate "
+                f"the CA file does not vouch for)") from exc
         raise BrokerUnavailable(
             f"cannot reach Kafka at {settings.bootstrap_servers} ({type(exc).__name__})"
         ) from exc

@@ -79,7 +79,7 @@ class Param:
         """Turn a CLI string or JSON value into the canonical typed value, or refuse it."""
         try:
             value = self._coerce(raw)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # a huge int is no float
             raise InvalidOperation(
                 f"{op}: bad value {raw!r} for {self.name} ({self.expected()})", processor=op
             ) from exc

@@ -129,6 +129,8 @@ def _rotate(image: Image, params: Params, target: Size) -> Image:
 
 def _rotate_relevant(params: Params) -> Params:
     angle = params["angle"] % 360.0
+    if angle == 360.0:  # a tiny negative angle: float modulo rounds it up to the full turn
+        angle = 0.0
     out = dict(params) | {"angle": angle + 0.0}  # + 0.0 turns -0.0 into 0.0
     if angle % 90.0 == 0.0:
         out.pop("background", None)

@@ -33,7 +33,7 @@ _OVERLAY_LIMITS: Final = Limits(max_pixels=4096 * 4096, max_side=4096, max_bytes
 
 def _validate(params: Params) -> None:
     name = params.get("image")
-    if name is None or not _NAME.match(name) or ".." in name:
+    if name is None or not _NAME.fullmatch(name) or ".." in name:  # not "$": no final "\n"
         raise InvalidOperation(
             "watermark: image must be a bare file name in the watermark directory",
             processor="watermark",
