@@ -19,10 +19,12 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pixelpipe.config import parse_duration
 from pixelpipe.errors import ERROR_CLASSES, ConfigError, PixelpipeError, error_for_code
+from pixelpipe.imaging.pool import PROCESS_FAULTS
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ class FaultInjector:
                     delay_s = parse_duration(code.removeprefix("delay="))
                 except ValueError as exc:
                     raise ConfigError(f"PIXELPIPE_FAULTS: {exc}") from exc
-            elif code not in ERROR_CLASSES:
+            elif code not in ERROR_CLASSES and code not in PROCESS_FAULTS:
                 raise ConfigError(f"PIXELPIPE_FAULTS: unknown error code {code!r}")
             fault = Fault(processor=processor, code=code, delay_s=delay_s)
             if when == "always":
@@ -105,11 +107,20 @@ class FaultInjector:
     def active(self) -> bool:
         return bool(self.faults)
 
+    def process_fault(self, processors: Sequence[str]) -> str | None:
+        """The process fault (``crash``, ``hang``, ``oom``) a render of ``processors`` should
+        suffer in its image process at this call, if one fires."""
+        for processor in processors:
+            for fault in self.faults.get(processor, ()):
+                if fault.code in PROCESS_FAULTS and fault.fires(time.monotonic(), self.started):
+                    return fault.code
+        return None
+
     def check(self, processor: str) -> None:
         """Raise the injected error if ``processor`` is faulty at this call."""
         for fault in self.faults.get(processor, ()):
-            if fault.delay_s:
-                continue  # delays are served by delay_for()
+            if fault.delay_s or fault.code in PROCESS_FAULTS:
+                continue  # delays are served by delay_for(), process faults by the pool
             if fault.fires(time.monotonic(), self.started):
                 error: PixelpipeError = error_for_code(
                     fault.code, f"injected fault ({fault.code}) in {processor}",

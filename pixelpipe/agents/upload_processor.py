@@ -340,13 +340,17 @@ class UploadProcessor:
             to_run.append(k)
         if to_run:
             results: list[RenderResult | PixelpipeError]
+            fault = self.faults.process_fault(
+                [op.name for k in to_run for op in jobs[k].operations]
+            ) if self.faults.active else None
             try:
                 if len(to_run) == 1:
                     results = [await self.pool.run(str(source), jobs[to_run[0]].operations,
-                                                   self.limits)]
+                                                   self.limits, fault=fault)]
                 else:
                     results = await self.pool.run_many(
-                        str(source), [jobs[k].operations for k in to_run], self.limits)
+                        str(source), [jobs[k].operations for k in to_run], self.limits,
+                        fault=fault)
             except OperationalError:
                 raise
             except PixelpipeError as error:  # the source, a timeout, a dead process: all

@@ -43,7 +43,7 @@ from pixelpipe.imaging.engine import RenderResult
 from pixelpipe.imaging.limits import DEFAULT_LIMITS, Limits
 from pixelpipe.imaging.spec import Operation
 
-__all__ = ["OUT_OF_MEMORY_EXIT", "ImagePool"]
+__all__ = ["OUT_OF_MEMORY_EXIT", "PROCESS_FAULTS", "ImagePool"]
 
 #: exit status of a child that ran out of memory under its cap: it leaves rather than keep a
 #: heap that may be fragmented or half-initialised, and pebble starts a fresh one
@@ -72,12 +72,38 @@ def _init_child(memory_limit_mb: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 
+#: faults a drill can inject *inside* the image process (``PIXELPIPE_FAULTS``
+#: ``resize:crash:1``): what a codec bug, an endless loop or a runaway allocation would do
+PROCESS_FAULTS: Final = ("crash", "hang", "oom")
+
+
+def _misbehave(fault: str | None) -> None:
+    if fault is None:
+        return
+    if fault == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)  # as a segfault in a decoder would
+    elif fault == "hang":
+        import time
+
+        time.sleep(24 * 3600)  # never returns in time: only the task timeout ends it
+    elif fault == "oom":
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:  # no cap: do not really take 10 GB of the host
+            raise MemoryError("injected oom (no address-space cap to hit)")
+        hog = bytearray(10 * 1024**3)  # 10 GB: over the address-space cap -> MemoryError
+        del hog
+
+
 def _run_in_child(
-    source_path: str, operations: tuple[Operation, ...], limits: Limits
+    source_path: str, operations: tuple[Operation, ...], limits: Limits,
+    fault: str | None = None,
 ) -> RenderResult:
     from pixelpipe.imaging.engine import render
 
     try:
+        _misbehave(fault)
         return render(source_path, operations, limits)
     except WorkerCrashed:
         os._exit(OUT_OF_MEMORY_EXIT)  # see OUT_OF_MEMORY_EXIT
@@ -86,11 +112,13 @@ def _run_in_child(
 
 
 def _run_many_in_child(
-    source_path: str, renditions: tuple[tuple[Operation, ...], ...], limits: Limits
+    source_path: str, renditions: tuple[tuple[Operation, ...], ...], limits: Limits,
+    fault: str | None = None,
 ) -> list[RenderResult | PixelpipeError]:
     from pixelpipe.imaging.engine import render_many
 
     try:
+        _misbehave(fault)
         return render_many(source_path, renditions, limits)
     except WorkerCrashed:
         os._exit(OUT_OF_MEMORY_EXIT)
@@ -150,11 +178,13 @@ class ImagePool:
         source_path: str,
         operations: Sequence[Operation],
         limits: Limits = DEFAULT_LIMITS,
+        fault: str | None = None,
     ) -> concurrent.futures.Future[RenderResult]:
-        """Schedule a render; the returned future raises pebble's raw errors (see :meth:`run`)."""
+        """Schedule a render; the returned future raises pebble's raw errors (see :meth:`run`).
+        ``fault``: one of ``PROCESS_FAULTS``, for drills."""
         # the child opens the file itself, so megabytes of source never cross a pipe
         future: concurrent.futures.Future[RenderResult] = self._schedule(
-            _run_in_child, (os.fspath(source_path), tuple(operations), limits),
+            _run_in_child, (os.fspath(source_path), tuple(operations), limits, fault),
             self.task_timeout_s)
         return future
 
@@ -196,13 +226,14 @@ class ImagePool:
         source_path: str,
         operations: Sequence[Operation],
         limits: Limits = DEFAULT_LIMITS,
+        fault: str | None = None,
     ) -> RenderResult:
         """Render in a worker process; raises only :class:`PixelpipeError` subclasses.
 
         Cancelling the awaiting task cancels the render (pebble stops its process).
         """
         result: RenderResult = await self._await(
-            self.submit(source_path, operations, limits), self.task_timeout_s)
+            self.submit(source_path, operations, limits, fault), self.task_timeout_s)
         return result
 
     async def run_many(
@@ -210,12 +241,13 @@ class ImagePool:
         source_path: str,
         renditions: Sequence[Sequence[Operation]],
         limits: Limits = DEFAULT_LIMITS,
+        fault: str | None = None,
     ) -> list[RenderResult | PixelpipeError]:
         """Every rendition of one upload in one task from one decode (``engine.render_many``):
         one result or error per rendition. The timeout grows with the renditions; a source
         that cannot be decoded, a timeout or a dead process raise for them all."""
         timeout = self.task_timeout_s * max(1, len(renditions))
-        args = (os.fspath(source_path), tuple(tuple(ops) for ops in renditions), limits)
+        args = (os.fspath(source_path), tuple(tuple(ops) for ops in renditions), limits, fault)
         results: list[RenderResult | PixelpipeError] = await self._await(
             self._schedule(_run_many_in_child, args, timeout), timeout)
         return results

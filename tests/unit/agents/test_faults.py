@@ -73,3 +73,13 @@ def test_a_probability_burst_stops_after_its_duration() -> None:
 def test_a_bad_probability_is_refused(when: str) -> None:
     with pytest.raises(ConfigError, match="PIXELPIPE_FAULTS"):
         FaultInjector.parse(f"resize:storage_unavailable:{when}")
+
+
+def test_process_faults_are_handed_to_the_pool_not_raised() -> None:
+    injector = FaultInjector.parse("resize:crash:1;blur:hang:always;sharpen:oom:1")
+    injector.check("resize")  # never raised in the worker: they happen in the image process
+    assert injector.process_fault(["format", "resize"]) == "crash"
+    assert injector.process_fault(["resize"]) is None  # its one time is used up
+    assert injector.process_fault(["blur"]) == "hang"
+    assert injector.process_fault(["sharpen"]) == "oom"
+    assert injector.process_fault(["crop"]) is None
