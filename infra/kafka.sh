@@ -20,6 +20,13 @@
 #   KAFKA_SASL_SSL=1 infra/kafka.sh up   start with the SASL_SSL listener (data formatted with it)
 #   infra/kafka.sh sasl-env              print the PIXELPIPE_KAFKA* exports a client needs
 #
+# Behind a TCP fault proxy (KAFKA_PROXIED_PORT=P KAFKA_ADVERTISED_PROXY_PORT=Q, single node
+# only): one more client listener PROXIED://127.0.0.1:P (mapped to PLAINTEXT), advertised as
+# 127.0.0.1:Q, the port a proxy (infra/toxiproxy.sh) listens on and forwards to P. Clients
+# bootstrapped on Q are told Q for the broker, so all their traffic goes through the proxy;
+# the controller and inter-broker side and the PLAINTEXT listener stay direct.
+#   KAFKA_PROXIED_PORT=29095 KAFKA_ADVERTISED_PROXY_PORT=29096 infra/kafka.sh up
+#
 # Three nodes (KAFKA_NODES=3): three combined broker + controller KRaft nodes, one cluster id,
 # client ports KAFKA_PORT, +10, +20 (controllers one above each), run dir
 # infra/.run/kafka-cluster-PORT/nodeN; replication 3 and min.insync.replicas=2 by default.
@@ -40,6 +47,8 @@
 #   KAFKA_START_TIMEOUT=120      seconds to wait for metadata; KAFKA_STOP_TIMEOUT=30 before SIGKILL
 #   KAFKA_SASL_SSL=0             1: add the SASL_SSL listener (see above)
 #   KAFKA_SASL_PORT              its port (default KAFKA_PORT + 2); KAFKA_SASL_USER=pixelpipe
+#   KAFKA_PROXIED_PORT           port of the PROXIED listener (unset: no such listener)
+#   KAFKA_ADVERTISED_PROXY_PORT  the proxy's listen port it advertises (needed with the above)
 #   PYTHON                       interpreter for infra/kafka_ready.py (default python3)
 set -Eeuo pipefail
 
@@ -61,6 +70,8 @@ KAFKA_SASL_SSL=${KAFKA_SASL_SSL:-0}
 KAFKA_SASL_USER=${KAFKA_SASL_USER:-pixelpipe}
 SASL_MECHANISM=SCRAM-SHA-512
 SCRAM_ITERATIONS=8192
+KAFKA_PROXIED_PORT=${KAFKA_PROXIED_PORT:-}
+KAFKA_ADVERTISED_PROXY_PORT=${KAFKA_ADVERTISED_PROXY_PORT:-}
 
 log() { printf 'kafka.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -86,6 +97,8 @@ TLS_DIR=$RUN_DIR/tls
 SASL_PASSWORD_FILE=$RUN_DIR/sasl.password
 # empty unless KAFKA_SASL_SSL=1 (sasl_init): the default configuration stays as it was
 SASL_LISTENER= SASL_ADVERTISED= SASL_MAP=
+# empty unless KAFKA_PROXIED_PORT is set (proxied_init): the default configuration stays as it was
+PROXIED_LISTENER= PROXIED_ADVERTISED= PROXIED_MAP=
 SCRAM_FORMAT=0
 JAVA=java
 [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]] && JAVA=$JAVA_HOME/bin/java
@@ -224,11 +237,11 @@ write_config() {
     echo "process.roles=broker,controller"
     echo "node.id=1"
     echo "controller.quorum.voters=1@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
-    echo "listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT$SASL_LISTENER"
-    echo "advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT$SASL_ADVERTISED"
+    echo "listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT$SASL_LISTENER$PROXIED_LISTENER"
+    echo "advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT$SASL_ADVERTISED$PROXIED_ADVERTISED"
     echo "inter.broker.listener.name=PLAINTEXT"
     echo "controller.listener.names=CONTROLLER"
-    echo "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT$SASL_MAP"
+    echo "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT$SASL_MAP$PROXIED_MAP"
     echo "log.dirs=$DATA_DIR"
     echo "num.partitions=1"
     echo "default.replication.factor=1"
@@ -347,6 +360,9 @@ cmd_up() {
     if ((KAFKA_SASL_SSL)) && [[ $(cat "$RUN_DIR/running.sasl" 2>/dev/null) != "$KAFKA_SASL_PORT" ]]; then
       die "the broker (pid $pid) from $RUN_DIR runs without a SASL_SSL listener on $KAFKA_HOST:$KAFKA_SASL_PORT: run 'down' first"
     fi
+    if [[ -n $PROXIED_LISTENER && $(cat "$RUN_DIR/running.proxied" 2>/dev/null) != "$KAFKA_PROXIED_PORT $KAFKA_ADVERTISED_PROXY_PORT" ]]; then
+      die "the broker (pid $pid) from $RUN_DIR runs without a PROXIED listener on $KAFKA_HOST:$KAFKA_PROXIED_PORT advertised as :$KAFKA_ADVERTISED_PROXY_PORT: run 'down' first"
+    fi
     if serving "$KAFKA_START_TIMEOUT"; then
       log "already running: Kafka $running_version, pid $pid, bootstrap $BOOTSTRAP ($RUN_DIR)"
       echo "$BOOTSTRAP"
@@ -360,6 +376,9 @@ cmd_up() {
   if ((KAFKA_SASL_SSL)); then
     port_in_use "$KAFKA_SASL_PORT" && die "$KAFKA_HOST:$KAFKA_SASL_PORT (SASL_SSL port) is already taken by another process"
     sasl_prepare
+  fi
+  if [[ -n $PROXIED_LISTENER ]]; then
+    port_in_use "$KAFKA_PROXIED_PORT" && die "$KAFKA_HOST:$KAFKA_PROXIED_PORT (PROXIED port) is already taken by another process"
   fi
 
   write_config
@@ -387,6 +406,11 @@ cmd_up() {
   else
     rm -f "$RUN_DIR/running.sasl"
   fi
+  if [[ -n $PROXIED_LISTENER ]]; then
+    printf '%s %s\n' "$KAFKA_PROXIED_PORT" "$KAFKA_ADVERTISED_PROXY_PORT" >"$RUN_DIR/running.proxied"
+  else
+    rm -f "$RUN_DIR/running.proxied"
+  fi
 
   deadline=$((SECONDS + KAFKA_START_TIMEOUT))
   while :; do
@@ -395,7 +419,8 @@ cmd_up() {
       tail_log
       die "the broker exited during start-up (log: $LOG_FILE)"
     fi
-    if serving 0 && { ((!KAFKA_SASL_SSL)) || port_in_use "$KAFKA_SASL_PORT"; }; then
+    if serving 0 && { ((!KAFKA_SASL_SSL)) || port_in_use "$KAFKA_SASL_PORT"; } &&
+      { [[ -z $PROXIED_LISTENER ]] || port_in_use "$KAFKA_PROXIED_PORT"; }; then
       break
     fi
     if ((SECONDS >= deadline)); then
@@ -413,6 +438,9 @@ cmd_up() {
   log "serving: Kafka $KAFKA_VERSION, pid $pid, bootstrap $BOOTSTRAP in ${SECONDS}s"
   if ((KAFKA_SASL_SSL)); then
     log "SASL_SSL listener: $KAFKA_HOST:$KAFKA_SASL_PORT ($SASL_MECHANISM, user $KAFKA_SASL_USER, CA $TLS_DIR/ca.crt); client settings: infra/kafka.sh sasl-env"
+  fi
+  if [[ -n $PROXIED_LISTENER ]]; then
+    log "PROXIED listener: $KAFKA_HOST:$KAFKA_PROXIED_PORT advertised as $KAFKA_HOST:$KAFKA_ADVERTISED_PROXY_PORT (point a proxy there at it; bootstrap clients on $KAFKA_HOST:$KAFKA_ADVERTISED_PROXY_PORT)"
   fi
   echo "$BOOTSTRAP"
 }
@@ -432,7 +460,7 @@ cmd_down() {
   if pid=$(running_pid); then
     log "stopping Kafka pid $pid ($RUN_DIR) with SIG$signal"
     stop_pid "$pid" "$signal"
-    rm -f "$PID_FILE" "$RUN_DIR/running.version" "$RUN_DIR/running.sasl"
+    rm -f "$PID_FILE" "$RUN_DIR/running.version" "$RUN_DIR/running.sasl" "$RUN_DIR/running.proxied"
     log "stopped"
   else
     log "not running ($RUN_DIR)"
@@ -500,6 +528,24 @@ sasl_init() {
   SASL_LISTENER=,SASL_SSL://$KAFKA_HOST:$KAFKA_SASL_PORT
   SASL_ADVERTISED=$SASL_LISTENER
   SASL_MAP=,SASL_SSL:SASL_SSL
+}
+
+# ------------------------------------------------- behind a TCP fault proxy (KAFKA_PROXIED_PORT)
+
+# proxied_init: validate the proxy ports and fill the listener variables write_config uses.
+proxied_init() {
+  [[ -n $KAFKA_PROXIED_PORT && -n $KAFKA_ADVERTISED_PROXY_PORT ]] ||
+    die "KAFKA_PROXIED_PORT and KAFKA_ADVERTISED_PROXY_PORT go together (the listener's port and the proxy's)"
+  valid_port "$KAFKA_PROXIED_PORT" || die "bad KAFKA_PROXIED_PORT '$KAFKA_PROXIED_PORT'"
+  valid_port "$KAFKA_ADVERTISED_PROXY_PORT" || die "bad KAFKA_ADVERTISED_PROXY_PORT '$KAFKA_ADVERTISED_PROXY_PORT'"
+  local taken=" $KAFKA_PORT $KAFKA_CONTROLLER_PORT ${KAFKA_SASL_PORT:-} "
+  [[ $taken != *" $KAFKA_PROXIED_PORT "* ]] ||
+    die "KAFKA_PROXIED_PORT must differ from the broker's other ports ($taken)"
+  [[ $taken != *" $KAFKA_ADVERTISED_PROXY_PORT "* && $KAFKA_ADVERTISED_PROXY_PORT != "$KAFKA_PROXIED_PORT" ]] ||
+    die "KAFKA_ADVERTISED_PROXY_PORT is the proxy's own port: it must differ from the broker's ports"
+  PROXIED_LISTENER=,PROXIED://$KAFKA_HOST:$KAFKA_PROXIED_PORT
+  PROXIED_ADVERTISED=,PROXIED://$KAFKA_HOST:$KAFKA_ADVERTISED_PROXY_PORT
+  PROXIED_MAP=,PROXIED:PLAINTEXT
 }
 
 # new_secret: 32 random bytes as 64 hex characters.
@@ -1019,6 +1065,10 @@ main() {
   if [[ $KAFKA_SASL_SSL != 0 ]]; then
     [[ $KAFKA_NODES == 1 ]] || die "KAFKA_SASL_SSL=1 is for the single broker (KAFKA_NODES=1), not KAFKA_NODES=$KAFKA_NODES"
     sasl_init
+  fi
+  if [[ -n $KAFKA_PROXIED_PORT || -n $KAFKA_ADVERTISED_PROXY_PORT ]]; then
+    [[ $KAFKA_NODES == 1 ]] || die "KAFKA_PROXIED_PORT is for the single broker (KAFKA_NODES=1), not KAFKA_NODES=$KAFKA_NODES"
+    proxied_init
   fi
   case $KAFKA_NODES in
     1) ;;

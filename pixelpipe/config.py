@@ -226,6 +226,8 @@ class MonitorConfig:
     stall_s: float = 600.0
     breaker_open_s: float = 300.0
     dlq_per_min: float = 10.0
+    #: fewer attempts than this in the short window say nothing about an error ratio
+    min_attempts: int = 20
 
 
 def parse_switch(text: str) -> bool:

@@ -25,13 +25,12 @@ import orjson
 from pixelpipe.agents import metrics
 from pixelpipe.agents.app import PipelineTopics
 from pixelpipe.agents.notify import WebhookNotifier
-from pixelpipe.config import MonitorConfig, Settings
+from pixelpipe.config import Settings
 from pixelpipe.policy.alerts import (
     SEVERITY,
     AlertEvent,
     AlertRules,
     ClusterSample,
-    RuleConfig,
     WorkerSample,
 )
 from pixelpipe.schemas.names import ALERT_SCHEMA
@@ -41,17 +40,6 @@ from pixelpipe.streams.cluster_status import ClusterReader
 from pixelpipe.streams.topics import workers_topic
 
 log = logging.getLogger(__name__)
-
-
-def rule_config(monitor: MonitorConfig) -> RuleConfig:
-    return RuleConfig(
-        error_ratio=monitor.error_ratio, short_window_s=monitor.short_window_s,
-        long_window_s=monitor.long_window_s, health=monitor.health,
-        predict_health=monitor.predict_health, lag_records=monitor.lag_records,
-        predict_window_s=monitor.predict_window_s, predict_horizon_s=monitor.predict_horizon_s,
-        stall_s=monitor.stall_s, breaker_open_s=monitor.breaker_open_s,
-        dlq_per_min=monitor.dlq_per_min, missing_after=monitor.missing_after,
-    )
 
 
 def alert_record(event: AlertEvent, now: float, evaluator: str) -> dict[str, Any]:
@@ -85,7 +73,7 @@ class AlertEvaluator:
         self.app, self.settings, self.topics = app, settings, topics
         self.breakers = breakers
         self.evaluator_id = evaluator_id
-        self.rules = AlertRules(rule_config(settings.monitor))
+        self.rules = AlertRules(settings.monitor)
         self.notifier = (WebhookNotifier(settings.monitor.webhook)
                          if settings.monitor.webhook else None)
         self.reader = ClusterReader(settings)
@@ -119,7 +107,7 @@ class AlertEvaluator:
         """One evaluation as the owner: the transitions it published."""
         now = time.time() if now is None else now
         if not self.owner:  # just became the owner: carry on from what is firing
-            self.rules = AlertRules(rule_config(self.settings.monitor))
+            self.rules = AlertRules(self.settings.monitor)
             await self.reader.start()
             self.rules.restore({
                 str(a["id"]): parse_time(str(a["since"])).timestamp()

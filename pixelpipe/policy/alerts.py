@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pixelpipe.config import MonitorConfig
+
 
 def predict_linear(samples: Sequence[tuple[float, float]], at: float) -> float | None:
     """The value at time ``at`` of the least-squares line through ``(time, value)`` samples;
@@ -151,24 +153,9 @@ class AlertEvent:
     subject: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RuleConfig:
-    """Thresholds and windows (``config.MonitorConfig`` has the same names)."""
-
-    error_ratio: float = 0.05
-    short_window_s: float = 300.0
-    long_window_s: float = 3600.0
-    health: float = 0.5
-    predict_health: float = 0.7
-    lag_records: int = 1000
-    predict_window_s: float = 900.0
-    predict_horizon_s: float = 3600.0
-    stall_s: float = 600.0
-    breaker_open_s: float = 300.0
-    dlq_per_min: float = 10.0
-    missing_after: int = 3
-    #: fewer attempts than this in the short window say nothing about a ratio
-    min_attempts: int = 20
+#: the rules' thresholds and windows are ``config.MonitorConfig`` (``PIXELPIPE_ALERT_*``):
+#: one place for their names and defaults
+RuleConfig = MonitorConfig
 
 
 class AlertRules:
