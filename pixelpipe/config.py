@@ -51,6 +51,7 @@ edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` w
 | PIXELPIPE_DEGRADE_RECOVER       | 60s                         | stable health before one level up     |
 | PIXELPIPE_DEGRADE_DWELL         | 30s                         | least time in a level before recovery |
 | PIXELPIPE_DEGRADE_QUALITY       | 70                          | quality cap from reduced_quality on   |
+| PIXELPIPE_DEGRADE_MAX_DEFERRALS | 3                           | deferrals before an upload is served  |
 | PIXELPIPE_HEARTBEAT             | 5s                          | worker heartbeat interval             |
 | PIXELPIPE_ALERT_INTERVAL        | 10s                         | alert evaluation interval             |
 | PIXELPIPE_ALERT_WEBHOOK         | (off)                       | URL each firing/resolved alert is POSTed to |
@@ -184,6 +185,8 @@ class DegradeConfig:
     recover_margin: float = 0.1
     min_dwell_s: float = 30.0
     quality_cap: int = 70
+    #: deferrals an upload may suffer at an automatic level before it is served (emergency)
+    max_deferrals: int = 3
     #: how often health is sampled and the ladder evaluated
     interval_s: float = 1.0
 
@@ -639,6 +642,7 @@ _DEGRADE_ENV: tuple[tuple[str, str, Any], ...] = (
     (ENV_DEGRADE_RECOVER, "recover_after_s", parse_duration),
     (ENV_DEGRADE_DWELL, "min_dwell_s", parse_duration),
     (ENV_DEGRADE_QUALITY, "quality_cap", int),
+    ("PIXELPIPE_DEGRADE_MAX_DEFERRALS", "max_deferrals", int),
 )
 
 #: the ``PIXELPIPE_HEARTBEAT`` / ``PIXELPIPE_ALERT_*`` variables

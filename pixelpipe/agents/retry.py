@@ -181,7 +181,8 @@ class RetryScheduler:
                 await self.router.deliver(outcome, origin, tier="retry", history=None)
             else:
                 outcome = await self.processor.process(
-                    orjson.dumps(envelope.original), origin, attempts=len(envelope.attempts) + 1
+                    orjson.dumps(envelope.original), origin,
+                    attempts=len(envelope.attempts) + 1, deferrals=envelope.deferrals,
                 )
                 await self.router.deliver(outcome, origin, tier=envelope.tier, history=envelope)
         except Exception as exc:

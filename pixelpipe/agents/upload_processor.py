@@ -106,7 +106,7 @@ class UploadProcessor:
         faults: FaultInjector | None = None, breakers: BreakerView | None = None,
         reporter: TelemetryReporter | None = None,
         levels: Callable[[], tuple[Level, bool]] | None = None, quality_cap: int = QUALITY_CAP,
-        control: ControlView | None = None,
+        control: ControlView | None = None, max_deferrals: int = 3,
     ) -> None:
         """``levels``: the service level to serve at now, and whether an operator forced it
         (``ServiceLevel.current``); None: always ``full``."""
@@ -119,6 +119,7 @@ class UploadProcessor:
         self.levels = levels
         self.quality_cap = quality_cap
         self.control = control
+        self.max_deferrals = max_deferrals
         #: sources hashed recently: a retry or replay of the same file is not hashed again
         self.hashes = VerifiedHashes()
         self._started = False
@@ -136,11 +137,15 @@ class UploadProcessor:
                 await self.control.start()
             self._started = True
 
-    async def process(self, raw: bytes | None, origin: Origin, *, attempts: int = 1) -> AttemptResult:
+    async def process(self, raw: bytes | None, origin: Origin, *, attempts: int = 1,
+                      deferrals: int = 0) -> AttemptResult:
         """The outcome of one attempt at the upload in ``raw`` read from ``origin``.
 
         ``attempts``: the number of this attempt (1 on the uploads topic), reported in the
-        processed event.
+        processed event. ``deferrals``: how many times the degradation ladder (or an open
+        breaker) already deferred it; from ``max_deferrals`` on, an automatic level serves
+        it (``emergency``: the original, or ``basic`` if the pool has room) instead of
+        deferring it again, so a sustained overload cannot keep an upload waiting for ever.
         """
         started = time.perf_counter()
         upload: UploadEvent | None = None
@@ -148,7 +153,10 @@ class UploadProcessor:
             upload = decode_upload(raw)
             # Validate every rendition (cheap, pure) before touching the source or the CPU.
             plans = [(r, resolve_operations(r.preset, _operations(r))) for r in upload.renditions]
-            level, forced = self._level_for(upload)
+            spent = deferrals >= self.max_deferrals
+            level, forced = self._level_for(upload, spent)
+            if level == "cached_only" and not forced and spent:
+                level = "emergency"  # deferred enough: served now, degraded and marked
             if level == "cached_only" and not forced and not self.pool.has_room():
                 # the store may have every rendition; if not, defer without reading the source
                 results = await self._cached_all(upload, plans)
@@ -185,16 +193,19 @@ class UploadProcessor:
             )
         )
 
-    def _level_for(self, upload: UploadEvent) -> tuple[Level, bool]:
+    def _level_for(self, upload: UploadEvent, spent: bool = False) -> tuple[Level, bool]:
         """The level this upload is served at and whether an operator forced it; ``Overloaded``
-        (a deferral) for a ``low`` priority upload from ``basic`` on while the pool is busy."""
+        (a deferral) for a ``low`` priority upload from ``basic`` on while the pool is busy,
+        unless its deferrals are ``spent`` (then ``emergency``)."""
         if self.levels is None:
             return "full", False
         level, forced = self.levels()
         served = for_priority(level, upload.priority, forced=forced)
         if served == DEFER:
             if not forced and self.pool.has_room():
-                return "basic", forced  # work-conserving: see _render_one
+                return "basic", forced  # work-conserving: see _plan_one
+            if not forced and spent:
+                return "emergency", forced
             raise Overloaded(f"deferred at service level {level} (priority {upload.priority})",
                              processor="degrade")
         return served, forced  # type: ignore[return-value]

@@ -92,6 +92,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         reporter=TelemetryReporter(topics.outcomes, settings.breaker.slow_call_s,
                                    on_call=service.record_call),
         levels=service.current, quality_cap=settings.degrade.quality_cap, control=control,
+        max_deferrals=settings.degrade.max_deferrals,
     )
     register_breaker_agent(app, settings, topics)
     router = AttemptRouter(topics, policy_of(settings))

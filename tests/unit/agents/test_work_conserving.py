@@ -171,3 +171,28 @@ async def test_a_broken_pool_stops_the_worker_instead_of_failing_the_upload(
     monkeypatch.setattr(pool, "run_many", broken)
     with pytest.raises(PoolBroken):  # not a Failed outcome: the agent crashes the worker
         await processor_at(store, pool, "full").process(upload_of(source), ORIGIN)
+
+
+async def test_an_upload_deferred_enough_times_is_served_instead_of_deferred_again(
+    tmp_path: Path, pool: ImagePool
+) -> None:
+    store = CountingStore(tmp_path)
+    source = store.put_source(png_of(photo(96, 64)))
+    upload = decode_upload(upload_of(source))
+    low = encode(dataclasses.replace(upload, priority="low"))
+    busy(pool)
+    try:
+        for level, raw in (("cached_only", upload_of(source)), ("basic", low)):
+            processor = processor_at(store, pool, level)  # type: ignore[arg-type]
+            deferred = await processor.process(raw, ORIGIN, deferrals=2)
+            assert isinstance(deferred, Failed) and deferred.error.code == "overloaded", level
+            served = await processor.process(raw, ORIGIN, deferrals=3)  # the budget: 3
+            assert isinstance(served, Processed), (level, served)
+            assert {r.degraded for r in served.event.renditions} == {"emergency"}
+            assert {r.uri for r in served.event.renditions} == {source.uri}
+        # an operator's forced cached_only is obeyed as it is, however often it deferred
+        forced = processor_at(store, pool, "cached_only", forced=True)
+        still = await forced.process(upload_of(source), ORIGIN, deferrals=10)
+        assert isinstance(still, Failed) and still.error.code == "overloaded"
+    finally:
+        idle(pool)
