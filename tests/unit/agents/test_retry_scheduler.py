@@ -103,7 +103,8 @@ class FakeProcessor:
     def gate(self, event_id: str) -> asyncio.Event:
         return self.release.setdefault(event_id, asyncio.Event())
 
-    async def process(self, raw: bytes | None, origin: Origin, *, attempts: int = 1) -> Any:
+    async def process(self, raw: bytes | None, origin: Origin, *, attempts: int = 1,
+                      deferrals: int = 0) -> Any:
         event_id = orjson.loads(raw or b"{}")["event_id"]
         self.started.append((event_id, origin, attempts))
         await self.gate(event_id).wait()
