@@ -16,7 +16,11 @@ The rules (``problems``), each one clause of a one-line ``ConfigError``:
   ``min.insync.replicas`` below 2;
 - faust creating its own topics with fewer than 3 replicas (``topic_replication_factor``);
 - a producer whose ``acks`` is not ``all``, or that is not idempotent;
-- a local blob store (``PIXELPIPE_DATA`` not ``s3://...``): another machine cannot read it.
+- a local blob store (``PIXELPIPE_DATA`` not ``s3://...``): another machine cannot read it;
+- an unencrypted broker connection (``kafka://``: PLAINTEXT or SASL_PLAINTEXT) unless the
+  operator said the network is trusted (``PIXELPIPE_KAFKA_ALLOW_PLAINTEXT=1``): uploads and
+  credentials would cross the network in the clear. Loopback is no exception here: a
+  production worker is never meant to share a machine with its broker.
 """
 
 from __future__ import annotations
@@ -28,7 +32,13 @@ from typing import Any
 
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from pixelpipe.config import ENV_DATA, ENV_REPLICATION_FACTOR, Settings
+from pixelpipe.config import (
+    ENV_DATA,
+    ENV_KAFKA_ALLOW_PLAINTEXT,
+    ENV_REPLICATION_FACTOR,
+    TLS_SCHEME,
+    Settings,
+)
 from pixelpipe.errors import BrokerUnavailable, ConfigError
 from pixelpipe.streams import kafka
 from pixelpipe.streams.topics import (
@@ -44,6 +54,8 @@ MIN_INSYNC_REPLICAS = 2
 #: the broker's own topic whose replication matters to us (the groups' committed offsets)
 OFFSETS_TOPIC = "__consumer_offsets"
 _UNKNOWN_TOPIC = 3
+#: ``security_protocol`` values that encrypt the connection
+ENCRYPTED_PROTOCOLS = ("SSL", "SASL_SSL")
 #: DescribeConfigs ``config_source`` -> a word (KIP-226)
 _SOURCES = {1: "topic", 2: "broker", 3: "broker", 4: "broker", 5: "default", 6: "broker"}
 
@@ -98,6 +110,11 @@ class Effective:
     #: brokers in the cluster's metadata
     brokers: int = 0
     bootstrap: str = ""
+    #: aiokafka's ``security_protocol`` of every client (``SASL_SSL``, ``SSL``,
+    #: ``SASL_PLAINTEXT``, ``PLAINTEXT``); ``unknown`` when not told
+    security_protocol: str = "unknown"
+    #: ``PIXELPIPE_KAFKA_ALLOW_PLAINTEXT``: the operator accepts an unencrypted connection
+    plaintext_allowed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,6 +152,10 @@ def problems(effective: Effective) -> list[str]:
             out.append(f"the {producer.name} producer is not idempotent")
         elif producer.idempotent is None:
             out.append(f"the {producer.name} producer's idempotence is unknown")
+    if effective.security_protocol not in ENCRYPTED_PROTOCOLS and not effective.plaintext_allowed:
+        out.append(f"the broker connection is {effective.security_protocol} (production needs "
+                   f"{TLS_SCHEME}://host:port, or {ENV_KAFKA_ALLOW_PLAINTEXT}=1 on a network "
+                   "you trust)")
     if not effective.blob_store.startswith("s3://"):
         out.append(f"{ENV_DATA} is a local blob store ({effective.blob_store.removeprefix('local:')}"
                    "; production needs s3://bucket/prefix)")
@@ -353,6 +374,8 @@ async def effective(settings: Settings, *, faust_app: Any = None,
         faust_topic_replication=faust_rf,
         brokers=brokers,
         bootstrap=settings.bootstrap_servers,
+        security_protocol=settings.kafka_security_protocol,
+        plaintext_allowed=settings.kafka_allow_plaintext,
     )
 
 

@@ -159,7 +159,10 @@ def production_problems(cluster: Cluster, tmp_path: Path) -> list[str]:
     asyncio.run(declare_pipeline_topics(pipeline.settings()))
     result = subprocess.run(
         [sys.executable, "-m", "pixelpipe", "check", "--profile", "production", "--json"],
-        env=pipeline.env(PIXELPIPE_DATA="s3://pixelpipe-test/blobs"), capture_output=True,
+        # the cluster listens in plaintext on loopback: the operator's explicit allowance (the
+        # test below shows the refusal without it)
+        env=pipeline.env(PIXELPIPE_DATA="s3://pixelpipe-test/blobs",
+                         PIXELPIPE_KAFKA_ALLOW_PLAINTEXT="1"), capture_output=True,
         timeout=120, check=False)
     body = orjson.loads(result.stdout)
     assert (result.returncode == 0) == body["ok"], result.stderr
@@ -193,6 +196,8 @@ def test_production_profile_refuses_a_single_broker(kafka_bootstrap: str, tmp_pa
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
     assert line.startswith("pixelpipe: error: production profile: "), line
     assert "the cluster has 1 broker(s) in its metadata" in line
+    # plaintext without the operator's allowance is refused, loopback or not
+    assert "the broker connection is PLAINTEXT (production needs kafka+ssl://" in line
     # and with RF 1 (the default) the setting itself is named, by `pixelpipe check` too
     plain = PipelineEnv(bootstrap=kafka_bootstrap, root=tmp_path, prefix=pipeline.prefix)
     check = plain.cli("check", "--profile", "production", check=False)

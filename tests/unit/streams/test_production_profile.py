@@ -64,6 +64,7 @@ def good(**changes: Any) -> Effective:
         blob_store="s3://pixelpipe/prod", producers=GOOD_PRODUCERS,
         topics=(topic("p.uploads"), topic("p.processed"), topic("__consumer_offsets")),
         faust_topic_replication=3, brokers=3, bootstrap="a:9092,b:9092,c:9092",
+        security_protocol="SASL_SSL",
     )
     return replace(base, **changes)
 
@@ -92,11 +93,45 @@ def test_missing_topics_are_no_problem_the_worker_creates_them_with_the_setting(
     ({"producers": (ProducerInfo("pixelpipe", "x", "all", None),)},
      "the pixelpipe producer's idempotence is unknown"),
     ({"blob_store": "local:/srv/blobs"}, "PIXELPIPE_DATA is a local blob store (/srv/blobs"),
+    ({"security_protocol": "PLAINTEXT"}, "the broker connection is PLAINTEXT (production needs "
+                                         "kafka+ssl://host:port, or PIXELPIPE_KAFKA_ALLOW_"),
+    ({"security_protocol": "SASL_PLAINTEXT"}, "the broker connection is SASL_PLAINTEXT"),
+    ({"security_protocol": "unknown"}, "the broker connection is unknown"),
 ])
 def test_each_unsafe_setting_is_named(changes: dict[str, Any], expected: str) -> None:
     found = problems(good(**changes))
     assert len(found) == 1, found
     assert found[0].startswith(expected), found
+
+
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_an_encrypted_connection_passes(protocol: str) -> None:
+    assert problems(good(security_protocol=protocol)) == []
+
+
+def test_plaintext_passes_only_when_the_operator_allowed_it() -> None:
+    assert problems(good(security_protocol="PLAINTEXT", plaintext_allowed=True)) == []
+    assert problems(good(security_protocol="SASL_PLAINTEXT", plaintext_allowed=True)) == []
+
+
+def test_the_effective_protocol_is_the_settings_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def fake_producer(settings: Settings) -> ProducerInfo:
+        return GOOD_PRODUCERS[0]
+
+    async def fake_topics(settings: Settings, **kwargs: Any) -> tuple[list[Any], list[str], int]:
+        return [], [], 3
+
+    monkeypatch.setattr(profile, "pixelpipe_producer", fake_producer)
+    monkeypatch.setattr(profile, "describe_topics", fake_topics)
+    plain = Settings.from_env({"PIXELPIPE_KAFKA": "kafka://10.0.0.5:9092",
+                               "PIXELPIPE_KAFKA_ALLOW_PLAINTEXT": "1"})
+    found = asyncio.run(profile.effective(plain))
+    assert (found.security_protocol, found.plaintext_allowed) == ("PLAINTEXT", True)
+    tls = Settings.from_env({"PIXELPIPE_KAFKA": "kafka+ssl://10.0.0.5:9093",
+                             "PIXELPIPE_KAFKA_USER": "pixelpipe",
+                             "PIXELPIPE_KAFKA_PASSWORD": "not-logged"})
+    found = asyncio.run(profile.effective(tls))
+    assert (found.security_protocol, found.plaintext_allowed) == ("SASL_SSL", False)
 
 
 def test_every_problem_is_named_in_one_line() -> None:
