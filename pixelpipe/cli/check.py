@@ -76,6 +76,8 @@ def _print(found: Any) -> None:
     click.echo(f"profile:            {found.profile}")
     click.echo(f"kafka:              {found.bootstrap} ({found.brokers} broker(s) in the "
                "metadata)")
+    allowed = ", plaintext allowed by the operator" if found.plaintext_allowed else ""
+    click.echo(f"connection:         {found.security_protocol}{allowed}")
     click.echo(f"blob store:         {found.blob_store}")
     click.echo(f"replication factor: {found.replication_factor} for the topics pixelpipe "
                f"creates, with min.insync.replicas={found.min_insync_replicas}")

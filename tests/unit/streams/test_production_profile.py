@@ -317,7 +317,15 @@ def test_check_prints_effective_settings_and_passes(fake_check: dict[str, Effect
     out = result.stdout
     assert "pixelpipe  all   yes" in out and "faust      all   yes" in out
     assert "p.uploads" in out and "__consumer_offsets" in out
+    assert "connection:         SASL_SSL\n" in out
     assert out.rstrip().endswith("production profile: ok")
+
+
+def test_check_shows_an_allowed_plaintext_connection(fake_check: dict[str, Effective]) -> None:
+    fake_check["effective"] = good(security_protocol="PLAINTEXT", plaintext_allowed=True)
+    result = CliRunner().invoke(main, ["check", "--profile", "production"])
+    assert result.exit_code == 0, result.output
+    assert "connection:         PLAINTEXT, plaintext allowed by the operator" in result.stdout
 
 
 def test_check_fails_in_one_line_naming_each_problem(fake_check: dict[str, Effective]) -> None:
