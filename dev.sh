@@ -22,7 +22,7 @@ setup() {
     want=$(sha256sum pyproject.toml | cut -d' ' -f1)
     if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
         echo "[dev] installing pixelpipe and its test dependencies into $VENV" >&2
-        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q --upgrade pip setuptools
         "$VENV/bin/python" -m pip install -q -e ".[test]"
         echo "$want" > "$stamp"
     fi
