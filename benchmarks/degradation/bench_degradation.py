@@ -111,6 +111,9 @@ class Cell:
     p99_window: float = math.nan
     degraded: int = 0
     levels: Counter[str] = field(default_factory=Counter)
+    #: renditions by how they were served: ``full`` (not degraded) or the ``degraded`` mark
+    #: (``emergency``: the original source, no pixels touched)
+    served: Counter[str] = field(default_factory=Counter)
     deferred: int = 0
     level_changes: int = 0
     peak_rss: int = 0
@@ -175,6 +178,7 @@ def run_cell(bootstrap: str, root: Path, photos: list[bytes], cell: Cell, capaci
     cell.p99_window = percentile([latency[i] for i in in_window if i in latency], 0.99)
     cell.levels = Counter(e.level for e in events)
     cell.degraded = sum(n for level, n in cell.levels.items() if level != "full")
+    cell.served = Counter(r.degraded or "full" for e in events for r in e.renditions)
     cell.deferred = len({orjson.loads(r.value).get("event_id") for r in retried} & wanted)
     cell.dead = sum(1 for i in ids if i in outcomes.dead)
     cell.lost = sum(1 for i in ids if i not in outcomes.processed and i not in outcomes.dead)
@@ -230,6 +234,7 @@ def main() -> int:
             rate = cell.completed_in_window / cell.window_s if cell.window_s else 0.0
             levels = ", ".join(f"{k} {v}" for k, v in sorted(cell.levels.items())) or "-"
             share = cell.degraded / max(1, sum(cell.levels.values()))
+            served = ", ".join(f"{k} {v}" for k, v in sorted(cell.served.items())) or "-"
             capped = cell.lost and cell.drain_s >= args.drain_timeout - 1
             lost = f"{cell.lost} unsettled at the drain cap" if capped else f"**{cell.lost}**"
             rows.append(
@@ -238,13 +243,13 @@ def main() -> int:
                 f"({cell.published / cell.window_s:.2f}) "
                 f"| {cell.published} | {rate:.2f} ({rate / capacity:.0%}) | {fmt_s(cell.p50)} "
                 f"| {fmt_s(cell.p99)} | {fmt_s(cell.p99_window)} | {share:.0%} ({levels}) "
-                f"| {cell.deferred} | {cell.level_changes} | {cell.peak_rss / 2**20:.0f} "
+                f"| {served} | {cell.deferred} | {cell.level_changes} | {cell.peak_rss / 2**20:.0f} "
                 f"| {cell.dead} | {lost} | {cell.drain_s:.0f} |")
         table = "\n".join([
             "| load | degrade | window s | offered /s (achieved) | published | completed /s in window (of capacity) "
             "| p50 s | p99 s | p99 s (completed in window) | degraded outputs (levels) "
-            "| deferred | level changes | peak RSS MiB | dead letters | lost | drain s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| renditions served as | deferred | level changes | peak RSS MiB | dead letters | lost | drain s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
         ])
         report = f"""# Graceful degradation under offered load (issue 10)
@@ -273,7 +278,10 @@ Degradation settings for a short run (`on` cells; `off` is `PIXELPIPE_DEGRADE=of
 Measures: *completed /s in window*: processed events whose `completed_at` falls inside the
 load window, per second; *p50/p99*: upload `submitted_at` -> processed `completed_at`, over
 every published upload (including those finished during the drain); *degraded*: processed
-events with `level` != full; *deferred*: uploads that went through a retry topic (deferred
+events with `level` != full (the worker's level when it served them); *renditions served as*:
+each rendition's own `degraded` mark (`full` when none: rendered at full quality; `basic`,
+`reduced_quality`: rendered with less; `emergency`: the original source, no pixels touched);
+*deferred*: uploads that went through a retry topic (deferred
 at `cached_only`, no attempt spent); *level changes*: `service level ` lines of the worker
 log; *peak RSS*: worker + image processes, sampled every second; *lost*: published ids with
 neither a processed event nor a dead letter after the drain ("unsettled at the drain cap" when
