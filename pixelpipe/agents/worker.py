@@ -79,7 +79,6 @@ def build_worker(settings: Settings) -> WorkerParts:
         workers=settings.workers,
         task_timeout_s=settings.task_timeout_s,
         max_tasks_per_child=settings.worker_max_tasks,
-        niceness=settings.worker_nice,
         memory_limit_mb=settings.worker_memory_mb or None,
         limits=limits_of(settings),
     )

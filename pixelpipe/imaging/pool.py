@@ -58,14 +58,11 @@ def _default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _init_child(memory_limit_mb: int | None, niceness: int = 0) -> None:
+def _init_child(memory_limit_mb: int | None) -> None:
     # Runs first in every child. Importing _cv sets the OpenCV env caps before cv2 loads.
     from pixelpipe.imaging._cv import single_thread
 
     single_thread()
-    if niceness > 0:  # lowering one's own priority needs no privilege
-        with contextlib.suppress(OSError):
-            os.nice(niceness)
     # the parent handles Ctrl-C and shuts the pool down; children must not die mid-task on it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if memory_limit_mb is not None:
@@ -139,8 +136,7 @@ class ImagePool:
     ``import cv2`` (0.2-0.3 s), and the uploads queued behind it wait (issue 15: at the old
     200, both processes were replaced every ~10 s at 70 % load; a process's RSS stays flat
     over 600 renders of the sample photos). ``memory_limit_mb`` (default 2048, ``None`` for
-    no cap): address-space cap per process. ``niceness`` (default 0): how much lower the
-    processes' CPU priority is than this process's (``os.nice`` in each child).
+    no cap): address-space cap per process.
     """
 
     def __init__(
@@ -150,14 +146,13 @@ class ImagePool:
         max_tasks_per_child: int = 10_000,
         memory_limit_mb: int | None = 2048,
         limits: Limits = DEFAULT_LIMITS,
-        niceness: int = 0,
     ) -> None:
         """``limits``: the largest limits tasks will be given; OpenCV's own decoder ceiling in
         the children is raised to let them through (it is read once, at ``import cv2``)."""
         if task_timeout_s <= 0:
             raise ValueError("task_timeout_s must be positive")
-        if max_tasks_per_child < 0 or niceness < 0:
-            raise ValueError("max_tasks_per_child and niceness must not be negative")
+        if max_tasks_per_child < 0:
+            raise ValueError("max_tasks_per_child must not be negative")
         raise_ceiling(limits)
         #: renders submitted through ``run`` and not finished (running or queued): the
         #: worker's pool-saturation signal
@@ -170,7 +165,7 @@ class ImagePool:
         self.rebuilds = 0
         self._options: dict[str, Any] = {
             "max_workers": self.workers, "max_tasks": max_tasks_per_child,
-            "initializer": _init_child, "initargs": (memory_limit_mb, niceness),
+            "initializer": _init_child, "initargs": (memory_limit_mb,),
             "context": multiprocessing.get_context("spawn"),
         }
         self._pool = pebble.ProcessPool(**self._options)

@@ -60,10 +60,3 @@ def test_image_processes_are_replaced_rarely_unless_configured() -> None:
     with pytest.raises(ConfigError, match="PIXELPIPE_WORKER_MAX_TASKS"):
         Settings.from_env({"PIXELPIPE_WORKER_MAX_TASKS": "-1"})
 
-
-def test_image_process_niceness_is_a_bounded_setting() -> None:
-    assert Settings.from_env({}).worker_nice == 0
-    assert Settings.from_env({"PIXELPIPE_WORKER_NICE": "10"}).worker_nice == 10
-    for bad in ("-1", "20"):
-        with pytest.raises(ConfigError, match="PIXELPIPE_WORKER_NICE"):
-            Settings.from_env({"PIXELPIPE_WORKER_NICE": bad})

@@ -1,13 +1,11 @@
-"""Image processes: how often they are replaced and at what CPU priority they run (issue 15).
+"""Image processes: how often they are replaced (issue 15).
 
 Replacing a process stops it for a spawn and ``import cv2``, so it is a rare backstop
-(10,000 renders by default), not a routine; and a configured niceness puts the renders below
-the worker's event loop, whose short steps are on every upload's path.
+(10,000 renders by default), not a routine.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import psutil
@@ -42,8 +40,6 @@ def test_processes_are_replaced_rarely_by_default() -> None:
 def test_negative_counts_are_refused() -> None:
     with pytest.raises(ValueError, match="must not be negative"):
         ImagePool(workers=1, max_tasks_per_child=-1)
-    with pytest.raises(ValueError, match="must not be negative"):
-        ImagePool(workers=1, niceness=-5)
 
 
 async def test_a_process_is_replaced_after_its_tasks_and_the_work_goes_on(source: Path) -> None:
@@ -55,18 +51,3 @@ async def test_a_process_is_replaced_after_its_tasks_and_the_work_goes_on(source
             pids |= {p.pid for p in _image_processes()}
         assert len(pids) >= 2  # replaced after 2 renders, and nothing failed
 
-
-async def test_image_processes_run_at_the_configured_niceness(source: Path) -> None:
-    mine = os.nice(0)
-    async with ImagePool(workers=1, task_timeout_s=20, niceness=7) as pool:
-        await pool.run(str(source), OPS)
-        niceness = {p.nice() for p in _image_processes()}
-    assert niceness == {min(19, mine + 7)}
-    assert os.nice(0) == mine  # only the children
-
-
-async def test_without_niceness_they_run_at_the_workers_priority(source: Path) -> None:
-    mine = os.nice(0)
-    async with ImagePool(workers=1, task_timeout_s=20) as pool:
-        await pool.run(str(source), OPS)
-        assert {p.nice() for p in _image_processes()} == {mine}
