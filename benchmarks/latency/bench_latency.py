@@ -42,15 +42,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +225,58 @@ class CpuMeter:
         return b[0] - a[0], kids, b[2] - a[2]
 
 
+class ProcessStarts(threading.Thread):
+    """The worker's child processes (its image processes), sampled every 0.2 s: each pid with
+    its start time, so image processes started during a load (recycled or replaced) show."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.started, self._halt = pid, dict[int, float](), threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                children = psutil.Process(self.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                return
+            for child in children:
+                if child.pid not in self.started:
+                    with contextlib.suppress(psutil.Error):
+                        self.started[child.pid] = child.create_time()
+            self._halt.wait(0.2)
+
+    def stop(self) -> list[float]:
+        self._halt.set()
+        self.join(5)
+        return sorted(self.started.values())
+
+
+#: the worker's ``processed`` log line ends with its stage figures (``agents.stages``)
+PROCESSED_LINE = re.compile(r"processed (\S+) \(image .*? in [0-9.]+ ms \((.*)\)\s*$")
+#: stages shown for the slowest uploads, in the order of the upload's path
+STAGES = ("kafka", "handoff", "source", "queue", "render", "store", "rest", "ack")
+
+
+def stage_figures(log: str) -> dict[str, dict[str, float]]:
+    """event id -> its stage figures (ms; ``queue`` = ``pool`` - ``render``: waiting for an
+    image process, and the trip there and back) from a worker log; empty for a worker that
+    logs no stages (a tree before they were added)."""
+    out: dict[str, dict[str, float]] = {}
+    for line in log.splitlines():
+        match = PROCESSED_LINE.search(line)
+        if match is None or match.group(1) in out:
+            continue
+        figures: dict[str, float] = {}
+        for item in match.group(2).split(", "):
+            name, _, value = item.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                figures[name] = float(value)
+        if "pool" in figures:
+            figures["queue"] = figures["pool"] - figures.get("render", 0.0)
+        out[match.group(1)] = figures
+    return out
+
+
 # --------------------------------------------------------------------------- load
 
 
@@ -346,6 +401,14 @@ class Result:
     image_cpu_ms: float = math.nan  # per completed upload, the image processes
     generator_cpu_ms: float = math.nan  # per completed upload, this process
     peak_rss: int = 0
+    #: image processes started after the warm-up (recycled or replaced ones)
+    process_starts: int = 0
+    #: mean stage figures (ms) of all uploads and of the slowest 1 % (submitted -> completed)
+    stages_all: dict[str, float] = field(default_factory=dict)
+    stages_slow: dict[str, float] = field(default_factory=dict)
+    #: of the slowest 1 %, how many completed within 1 s after an image process started
+    slow_after_start: int = 0
+    slow_count: int = 0
 
 
 def run_load(bootstrap: str, root: Path, photos: list[bytes], requests: list[dict[str, Any]],
@@ -359,6 +422,8 @@ def run_load(bootstrap: str, root: Path, photos: list[bytes], requests: list[dic
     worker: WorkerProcess = pipeline.start_worker(name, PIXELPIPE_DEGRADE="off")
     sampler = RssSampler(worker.process.pid)
     sampler.start()
+    starts = ProcessStarts(worker.process.pid)
+    starts.start()
     meter = CpuMeter(worker.process.pid)
     try:
         async def drive() -> tuple[Arrivals, Seen, tuple[float, float, float], float, float]:
@@ -388,7 +453,9 @@ def run_load(bootstrap: str, root: Path, photos: list[bytes], requests: list[dic
         arrivals, seen, (worker_s, kids_s, me_s), net_s, result.drain_s = asyncio.run(drive())
     finally:
         result.peak_rss = sampler.stop()
+        started = starts.stop()
         worker.stop()
+        figures = stage_figures(worker.log())
         shutil.rmtree(pipeline.data_dir, ignore_errors=True)  # a load's blobs
     outcomes = seen.outcomes
     ids = arrivals.ids
@@ -405,6 +472,7 @@ def run_load(bootstrap: str, root: Path, photos: list[bytes], requests: list[dic
         result.processing_ms.append(event.processing_ms)
         if arrivals.began <= done <= arrivals.ended:
             result.completed_in_window += 1
+    describe_tail(result, events, arrivals, figures, started)
     result.dead = sum(1 for i in ids if i in outcomes.dead)
     result.lost = sum(1 for i in ids if i not in outcomes.processed and i not in outcomes.dead)
     if result.completed:
@@ -413,6 +481,30 @@ def run_load(bootstrap: str, root: Path, photos: list[bytes], requests: list[dic
         result.image_cpu_ms = ms(kids_s) / result.completed
         result.generator_cpu_ms = ms(me_s) / result.completed
     return result
+
+
+def describe_tail(result: Result, events: list[Any], arrivals: Arrivals,
+                  figures: dict[str, dict[str, float]], started: list[float]) -> None:
+    """Where the time of all uploads and of the slowest 1 % went (the worker's stage figures),
+    and how many of the slowest completed within 1 s after an image process started."""
+    restarts = [t for t in started if t >= arrivals.began - 1.0]
+    result.process_starts = len(restarts)
+    timed = [(parse_time(e.completed_at).timestamp() - arrivals.submitted[e.event_id], e)
+             for e in events if e.event_id in figures]
+    if not timed:
+        return
+    timed.sort(key=lambda pair: pair[0])
+    slow = timed[min(len(timed) - 1, int(0.99 * len(timed))):]
+
+    def means(pairs: list[tuple[float, Any]]) -> dict[str, float]:
+        return {name: statistics.fmean(figures[e.event_id].get(name, 0.0) for _, e in pairs)
+                for name in STAGES}
+
+    result.stages_all, result.stages_slow = means(timed), means(slow)
+    result.slow_count = len(slow)
+    result.slow_after_start = sum(
+        1 for _, e in slow
+        if any(0.0 <= parse_time(e.completed_at).timestamp() - t <= 1.0 for t in restarts))
 
 
 # --------------------------------------------------------------------------- report
@@ -486,6 +578,27 @@ def table(results: list[Result]) -> str:
             f"| {f1(r.worker_cpu_ms)} ({f1(r.worker_cpu_net_ms)}) | {f1(r.image_cpu_ms)} "
             f"| {f1(r.generator_cpu_ms)} | {r.peak_rss / 2**20:.0f} | {r.published} "
             f"| {r.dead} | {r.lost} |")
+    return "\n".join(rows)
+
+
+def stage_table(results: list[Result]) -> str:
+    """Mean stage figures of all uploads and of the slowest 1 % of each load."""
+    if not any(r.stages_all for r in results):
+        return "(no stage figures in the worker log)"
+    rows = [
+        "| load | uploads | " + " | ".join(f"{name} ms" for name in STAGES)
+        + " | image processes started | slowest within 1 s after a start |",
+        "|---|---|" + "---|" * len(STAGES) + "---|---|",
+    ]
+    for r in results:
+        for label, stages, count in (("all", r.stages_all, r.completed),
+                                     ("slowest 1 %", r.stages_slow, r.slow_count)):
+            if not stages:
+                continue
+            tail = (f"| {r.process_starts} | {r.slow_after_start} of {r.slow_count} |"
+                    if label != "all" else "| | |")
+            rows.append(f"| {r.load:.0%} | {label} ({count}) | "
+                        + " | ".join(f"{stages[name]:.1f}" for name in STAGES) + " " + tail)
     return "\n".join(rows)
 
 
@@ -566,6 +679,7 @@ def main() -> int:
     verdict, why = goal_verdict(results, bare)
     print(f"goal at 70 % (p99 <= 2 x bare p99 + 100 ms): {verdict}: {why}", flush=True)
     print(table(results))
+    print(stage_table(results))
     if args.out:
         write_report(args, results, bare, capacity, verdict, why, started, load_avg)
         print(f"wrote {args.out}")
@@ -614,6 +728,20 @@ store, no hashing, {bare.renders} renders ({args.bare_rounds} of each photo, aft
 median **{bare.median_ms:.1f} ms**, p99 **{bare.p99_ms:.1f} ms** (median per photo: {per_photo}).
 
 {table(results)}
+
+Where the time went (the worker's own stage figures, from its `processed` log line; mean ms
+over all uploads of the load and over its slowest 1 % by submitted -> completed):
+
+{stage_table(results)}
+
+Stages: *kafka*: the upload record's create time (the publisher's send) -> the worker's feed
+read it; *handoff*: feed -> the process agent started it; *source*: checking the source
+(size, sha256); *queue*: waiting for an image process and the trip there and back (the pool's
+round trip less *render*); *render*: the image process's own rendering time; *store*: writing
+the output durably; *rest*: the rest of `processing_ms` (event decoding, planning, the event
+loop's delays between steps); *ack*: the processed event's send -> the broker's
+acknowledgement (after `completed_at`, so only in *seen*). *image processes started*: during
+the load (recycled or replaced image processes), sampled every 0.2 s.
 
 Columns: *achieved /s*: uploads published / window; *generator lag*: `submitted_at` minus the
 scheduled instant (large values mean the generator could not hold the schedule and the row is

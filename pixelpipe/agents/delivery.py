@@ -8,10 +8,11 @@ are set from the routing facts and never grow with the number of attempts.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pixelpipe.agents import metrics
+from pixelpipe.agents import metrics, stages
 from pixelpipe.agents.app import PipelineTopics
 from pixelpipe.agents.recent import ACTIVITY
 from pixelpipe.agents.upload_processor import AttemptResult, Failed, Processed
@@ -47,19 +48,21 @@ class AttemptRouter:
         """Route ``outcome``; return where it went (``processed``, a tier name, ``dlq``)."""
         if isinstance(outcome, Processed):
             event = outcome.event
+            sending = time.perf_counter()
             await self._send(
                 self.topics.processed, event.image_id.encode(), encode(event),
                 h.make_headers(event_id=event.event_id, schema=event.schema,
                                attempt=event.attempts),
             )
+            outcome.stages["ack"] = (time.perf_counter() - sending) * 1000
             metrics.OUTCOMES.labels("processed", "").inc()
             metrics.ATTEMPTS.labels("ok").inc()
             ACTIVITY.record(event.processing_ms)
             metrics.PROCESSING_SECONDS.observe(event.processing_ms / 1000)
             log.info(
-                "processed %s (image %s) from %s[%d]@%d, attempt %d, in %.0f ms",
+                "processed %s (image %s) from %s[%d]@%d, attempt %d, in %.0f ms (%s)",
                 event.event_id, event.image_id, origin.topic, origin.partition, origin.offset,
-                event.attempts, event.processing_ms,
+                event.attempts, event.processing_ms, stages.describe(outcome.stages),
             )
             return "processed"
         assert isinstance(outcome, Failed)

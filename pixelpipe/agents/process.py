@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
 
 from pixelpipe.agents.delivery import AttemptRouter
-from pixelpipe.agents.upload_processor import UploadProcessor
+from pixelpipe.agents.upload_processor import Processed, UploadProcessor
 from pixelpipe.agents.uploads_feed import Handoff, HandoffChannel, UploadFeed
 from pixelpipe.policy.routing import MAIN_TIER
 from pixelpipe.schemas import Origin
@@ -42,8 +43,13 @@ def register_process_agent(
     async def settle(handoff: Handoff) -> None:
         record = handoff.record
         origin = Origin(topic=record.topic, partition=record.partition, offset=record.offset)
+        started_at = time.time()
         try:
             outcome = await processor.process(record.value, origin)
+            if isinstance(outcome, Processed) and handoff.fetched_at:
+                outcome.stages["handoff"] = (started_at - handoff.fetched_at) * 1000
+                if record.timestamp is not None and record.timestamp > 0:
+                    outcome.stages["kafka"] = handoff.fetched_at * 1000 - record.timestamp
             await router.deliver(outcome, origin, tier=MAIN_TIER, history=None)
         except Exception as exc:
             # Delivery failed for good (or a bug in routing): never settle this record.

@@ -12,10 +12,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pixelpipe.agents import stages
 from pixelpipe.agents.degraded_outputs import (
     find_cached,
     original_as_rendition,
@@ -72,6 +73,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Processed:
     event: ProcessedEvent
+    #: where the time went (``agents.stages``), for the log line; not part of the event
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,7 @@ class UploadProcessor:
         deferring it again, so a sustained overload cannot keep an upload waiting for ever.
         """
         started = time.perf_counter()
+        timings = stages.begin()
         upload: UploadEvent | None = None
         try:
             upload = decode_upload(raw)
@@ -161,7 +165,8 @@ class UploadProcessor:
                 # the store may have every rendition; if not, defer without reading the source
                 results = await self._cached_all(upload, plans)
             else:
-                source_path = await self._check_source(upload)
+                with stages.timed("source"):
+                    source_path = await self._check_source(upload)
                 try:
                     results = await self._render_all(upload, source_path, plans, level, forced,
                                                      attempts)
@@ -178,6 +183,10 @@ class UploadProcessor:
             )
             bug = InternalError(f"{type(exc).__name__}: {exc}")
             return self._failed(raw, upload, bug, origin)
+        processing_ms = round((time.perf_counter() - started) * 1000, 3)
+        # the rest: the event loop's own steps and its delays between them
+        timings["rest"] = processing_ms - sum(timings.get(name, 0.0)
+                                              for name in ("source", "pool", "store"))
         return Processed(
             ProcessedEvent(
                 event_id=upload.event_id,
@@ -185,12 +194,13 @@ class UploadProcessor:
                 source_sha256=upload.source.sha256,
                 renditions=tuple(results),
                 attempts=attempts,
-                processing_ms=round((time.perf_counter() - started) * 1000, 3),
+                processing_ms=processing_ms,
                 completed_at=utc_now_iso(),
                 attributes=upload.attributes,
                 level=level,
                 supersedes=upload.supersedes,
-            )
+            ),
+            stages=timings,
         )
 
     def _level_for(self, upload: UploadEvent, spent: bool = False) -> tuple[Level, bool]:
@@ -354,20 +364,24 @@ class UploadProcessor:
             fault = self.faults.process_fault(
                 [op.name for k in to_run for op in jobs[k].operations]
             ) if self.faults.active else None
+            stages.add("ahead", self.pool.pending)
             try:
-                if len(to_run) == 1:
-                    results = [await self.pool.run(str(source), jobs[to_run[0]].operations,
-                                                   self.limits, fault=fault)]
-                else:
-                    results = await self.pool.run_many(
-                        str(source), [jobs[k].operations for k in to_run], self.limits,
-                        fault=fault)
+                with stages.timed("pool"):
+                    if len(to_run) == 1:
+                        results = [await self.pool.run(str(source), jobs[to_run[0]].operations,
+                                                       self.limits, fault=fault)]
+                    else:
+                        results = await self.pool.run_many(
+                            str(source), [jobs[k].operations for k in to_run], self.limits,
+                            fault=fault)
             except OperationalError:
                 raise
             except PixelpipeError as error:  # the source, a timeout, a dead process: all
                 results = [error] * len(to_run)
             for k, result in zip(to_run, results, strict=True):
                 outcomes[k] = result
+                if isinstance(result, RenderResult):
+                    stages.add("render", sum(result.timings_ms.values()))
         return [o if o is not None else InternalError("not rendered") for o in outcomes]
 
     def _key(self, upload: UploadEvent, job: _Job) -> str:
@@ -384,8 +398,9 @@ class UploadProcessor:
         except PixelpipeError as error:
             await self._report_failure(error)
             raise
-        await self.reporter.report("store", ok=True,
-                                   duration_ms=(time.perf_counter() - began) * 1000)
+        elapsed_ms = (time.perf_counter() - began) * 1000
+        stages.add("store", elapsed_ms)
+        await self.reporter.report("store", ok=True, duration_ms=elapsed_ms)
         return RenditionResult(
             name=job.rendition.name,
             uri=stored.uri,

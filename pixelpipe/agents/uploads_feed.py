@@ -89,6 +89,8 @@ class Handoff:
 
     record: Any  # aiokafka ConsumerRecord
     ticket: Ticket[TopicPartition]
+    #: wall-clock time (s) the feed read it (``agents.stages``: kafka and handoff)
+    fetched_at: float = 0.0
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -184,6 +186,7 @@ class UploadFeed:
             await self._capacity_changed(1.0)
             return
         batches = await consumer.getmany(timeout_ms=500, max_records=free)
+        fetched_at = time.time()
         for tp, records in batches.items():
             for record in records:
                 ticket = self.ledger.track(tp, record.offset, self.clock())
@@ -194,7 +197,7 @@ class UploadFeed:
                     self._timestamps[ticket] = record.timestamp
                 while not self.channel.has_reader:  # the agent's actor is restarting
                     await asyncio.sleep(0.05)
-                await self.channel.put(Handoff(record, ticket))
+                await self.channel.put(Handoff(record, ticket, fetched_at))
         metrics.UPLOADS_IN_FLIGHT.set(self.ledger.in_flight())
 
     async def _adopt_legacy_offsets(self) -> None:

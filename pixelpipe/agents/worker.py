@@ -78,6 +78,7 @@ def build_worker(settings: Settings) -> WorkerParts:
     pool = ImagePool(
         workers=settings.workers,
         task_timeout_s=settings.task_timeout_s,
+        max_tasks_per_child=settings.worker_max_tasks,
         memory_limit_mb=settings.worker_memory_mb or None,
         limits=limits_of(settings),
     )

@@ -50,3 +50,13 @@ def test_default_topic_names_are_the_contract() -> None:
     assert retry_topic("5s") == "pixelpipe.retry.5s"
     assert dlq_topic() == "pixelpipe.dlq"
     assert uploads_topic("t1") == "t1.uploads"
+
+
+def test_image_processes_are_replaced_rarely_unless_configured() -> None:
+    # issue 15: replacing an image process stops it for a spawn and ``import cv2``; at the old
+    # 200 renders it happened every few seconds under load and stalled the uploads behind it
+    assert Settings.from_env({}).worker_max_tasks == 10_000
+    assert Settings.from_env({"PIXELPIPE_WORKER_MAX_TASKS": "0"}).worker_max_tasks == 0
+    with pytest.raises(ConfigError, match="PIXELPIPE_WORKER_MAX_TASKS"):
+        Settings.from_env({"PIXELPIPE_WORKER_MAX_TASKS": "-1"})
+
