@@ -344,3 +344,30 @@ def event_ids_on(bootstrap: str, topics: Sequence[str]) -> dict[str, list[str]]:
         out[record.topic].append(event_id)
     return out
 
+
+
+def describe_topics(bootstrap: str, topics: Sequence[str], attempts: int = 10,
+                    pause_s: float = 0.5) -> list[dict[str, Any]]:
+    """The admin client's ``describe_topics``, retried: right after a broker is killed the
+    client may pick the dead node. Raises ``RuntimeError`` with the last error when every
+    attempt fails."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def once() -> list[dict[str, Any]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            return list(await admin.describe_topics(list(topics)))
+        finally:
+            await admin.close()
+
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            return asyncio.run(once())
+        except Exception as exc:  # retried, then raised
+            last = exc
+            time.sleep(pause_s)
+    raise RuntimeError(f"cannot describe {list(topics)}: {last!r}")

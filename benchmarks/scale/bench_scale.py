@@ -67,6 +67,7 @@ import orjson  # noqa: E402
 from harness import (  # noqa: E402
     PipelineEnv,
     WorkerProcess,
+    describe_topics,
     free_port,
     json_lines,
     read_to_end,
@@ -423,27 +424,6 @@ def kafka_sh(args: argparse.Namespace, *cmd: str, timeout: float = 300) -> subpr
                           text=True, timeout=timeout, check=False)
 
 
-def describe_uploads(bootstrap: str, topics: list[str]) -> list[dict[str, Any]]:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    async def once() -> list[dict[str, Any]]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-        await admin.start()
-        try:
-            return list(await admin.describe_topics(topics))
-        finally:
-            await admin.close()
-
-    last: Exception | None = None
-    for _ in range(20):
-        try:
-            return asyncio.run(once())
-        except Exception as exc:  # right after a kill the admin may pick the dead node
-            last = exc
-            time.sleep(0.5)
-    raise RuntimeError(f"cannot describe {topics}: {last!r}")
-
-
 def coordinator_of(bootstrap: str, group: str) -> int | None:
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -522,7 +502,7 @@ def run_drill(args: argparse.Namespace) -> int:
         in_flight = {n: ((status_of(w) or {}).get("uploads") or {}).get("in_flight", 0)
                      for n, w in workers.items()}
         victim_worker = max(sorted(in_flight), key=lambda n: in_flight[n])
-        (described,) = describe_uploads(args.bootstrap, [topic])
+        (described,) = describe_topics(args.bootstrap, [topic], attempts=20)
         led = Counter(p["leader"] for p in described["partitions"])
         coordinator = coordinator_of(args.bootstrap, pipeline.settings().uploads_group)
         victim_node = max(sorted(led), key=lambda n: (led[n], n == coordinator))
@@ -587,7 +567,7 @@ def run_drill(args: argparse.Namespace) -> int:
 
         def isr_full() -> bool:
             return all(victim_node in p["isr"] and len(p["isr"]) == len(p["replicas"])
-                       for t in describe_uploads(args.bootstrap, topics) for p in t["partitions"])
+                       for t in describe_topics(args.bootstrap, topics, attempts=20) for p in t["partitions"])
 
         isr_ok = True
         try:

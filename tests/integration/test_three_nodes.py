@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import REPO, PipelineEnv, free_port, wait_for_records, wait_until
+from harness import REPO, PipelineEnv, describe_topics, free_port, wait_for_records, wait_until
 from images import mixed_images
 
 from pixelpipe.streams.admin import declare_pipeline_topics
@@ -223,36 +223,14 @@ def _topics(bootstrap: str) -> list[str]:
 # --------------------------------------------------------------------------- kill-node drill
 
 
-def describe(bootstrap: str, topics: list[str]) -> list[dict[str, Any]]:
-    """describe_topics, retried: right after a kill the admin client may pick the dead node."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    async def once() -> list[dict[str, Any]]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-        await admin.start()
-        try:
-            return list(await admin.describe_topics(topics))
-        finally:
-            await admin.close()
-
-    last: Exception | None = None
-    for _ in range(10):
-        try:
-            return asyncio.run(once())
-        except Exception as exc:  # retried, then raised
-            last = exc
-            time.sleep(0.5)
-    raise AssertionError(f"cannot describe {topics}: {last!r}")
-
-
 def leaders(bootstrap: str, topic: str) -> Counter[int]:
-    (described,) = describe(bootstrap, [topic])
+    (described,) = describe_topics(bootstrap, [topic])
     return Counter(p["leader"] for p in described["partitions"])
 
 
 def isr_full(bootstrap: str, topics: list[str], node: int) -> bool:
     return all(node in p["isr"] and len(p["isr"]) == len(p["replicas"])
-               for t in describe(bootstrap, topics) for p in t["partitions"])
+               for t in describe_topics(bootstrap, topics) for p in t["partitions"])
 
 
 @dataclass
