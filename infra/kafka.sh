@@ -74,7 +74,9 @@ KAFKA_PROXIED_PORT=${KAFKA_PROXIED_PORT:-}
 KAFKA_ADVERTISED_PROXY_PORT=${KAFKA_ADVERTISED_PROXY_PORT:-}
 
 log() { printf 'kafka.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shared helpers (die, need, alive, cmdline_of, locks, ...): infra/lib.sh
+# shellcheck source=lib.sh
+source "$INFRA_DIR/lib.sh"
 
 [[ $KAFKA_VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "KAFKA_VERSION must look like 3.9.1, got '$KAFKA_VERSION'"
 KAFKA_MAJOR=${KAFKA_VERSION%%.*}
@@ -105,28 +107,6 @@ JAVA=java
 PYTHON=${PYTHON:-$(command -v python3 || command -v python || true)}
 
 # ---------------------------------------------------------------------------------- helpers
-
-need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH ($2)"; }
-
-# alive PID: the process exists and is not a zombie.
-alive() {
-  local state=
-  kill -0 "$1" 2>/dev/null || return 1
-  if [[ -r /proc/$1/stat ]]; then
-    state=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || true
-  else
-    state=$(ps -o stat= -p "$1" 2>/dev/null | cut -c1) || true
-  fi
-  [[ $state != Z ]]
-}
-
-cmdline_of() {
-  if [[ -r /proc/$1/cmdline ]]; then
-    tr '\0' ' ' <"/proc/$1/cmdline"
-  else
-    ps -ww -o args= -p "$1" 2>/dev/null
-  fi
-}
 
 # is_ours PID: PID is a live java kafka.Kafka process started for this run dir.
 is_ours() {
@@ -172,8 +152,6 @@ tail_log() {
     tail -n "$n" "$LOG_FILE" >&2
   fi
 }
-
-release_lock() { rm -rf "$LOCK_DIR"; }
 
 acquire_lock() {
   local holder deadline=$((SECONDS + KAFKA_START_TIMEOUT + KAFKA_STOP_TIMEOUT + 60))

@@ -30,7 +30,9 @@ S3_START_TIMEOUT=${S3_START_TIMEOUT:-30}
 S3_STOP_TIMEOUT=${S3_STOP_TIMEOUT:-15}
 
 log() { printf 's3.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shared helpers (die, need, alive, cmdline_of, locks, ...): infra/lib.sh
+# shellcheck source=lib.sh
+source "$INFRA_DIR/lib.sh"
 
 [[ $VERSITYGW_VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "VERSITYGW_VERSION must look like 1.8.0, got '$VERSITYGW_VERSION'"
 [[ $S3_PORT =~ ^[0-9]{1,5}$ ]] && ((S3_PORT > 0 && S3_PORT < 65536)) || die "bad S3_PORT '$S3_PORT'"
@@ -51,28 +53,6 @@ ENDPOINT=http://$S3_HOST:$S3_PORT
 
 # ---------------------------------------------------------------------------------- helpers
 
-need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH ($2)"; }
-
-# alive PID: the process exists and is not a zombie.
-alive() {
-  local state=
-  kill -0 "$1" 2>/dev/null || return 1
-  if [[ -r /proc/$1/stat ]]; then
-    state=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || true
-  else
-    state=$(ps -o stat= -p "$1" 2>/dev/null | cut -c1) || true
-  fi
-  [[ $state != Z ]]
-}
-
-cmdline_of() {
-  if [[ -r /proc/$1/cmdline ]]; then
-    tr '\0' ' ' <"/proc/$1/cmdline"
-  else
-    ps -ww -o args= -p "$1" 2>/dev/null
-  fi
-}
-
 # is_ours PID: PID is a live versitygw serving this run dir's data directory.
 is_ours() {
   local cmd
@@ -80,20 +60,6 @@ is_ours() {
   alive "$1" || return 1
   cmd=$(cmdline_of "$1") || return 1
   [[ $cmd == *versitygw* && $cmd == *" posix $DATA_DIR "* ]]
-}
-
-# running_pid: prints the pid of our server, or fails (and drops a stale pid file).
-running_pid() {
-  local pid
-  [[ -f $PID_FILE ]] || return 1
-  pid=$(<"$PID_FILE")
-  if is_ours "$pid"; then
-    printf '%s\n' "$pid"
-    return 0
-  fi
-  log "removing stale pid file $PID_FILE (pid '$pid' is not this server)"
-  rm -f "$PID_FILE"
-  return 1
 }
 
 port_in_use() { (exec 3<>"/dev/tcp/$S3_HOST/$1") 2>/dev/null; }
@@ -106,32 +72,6 @@ answers() {
     IFS= read -r -t 3 line <&3 || exit 1
     [[ $line == HTTP/1.* ]]
   ) 2>/dev/null
-}
-
-tail_log() {
-  local n=${1:-40}
-  if [[ -s $LOG_FILE ]]; then
-    log "last $n lines of $LOG_FILE:"
-    tail -n "$n" "$LOG_FILE" >&2
-  fi
-}
-
-release_lock() { rm -rf "$LOCK_DIR"; }
-
-# with_lock DIR: a mkdir lock (stale holders are detected by pid), released at exit.
-take_lock() {
-  local dir=$1 holder deadline=$((SECONDS + ${2:-120}))
-  mkdir -p "$(dirname "$dir")"
-  until mkdir "$dir" 2>/dev/null; do
-    holder=$(cat "$dir/pid" 2>/dev/null || true)
-    if [[ -n $holder ]] && ! kill -0 "$holder" 2>/dev/null; then
-      rm -rf "$dir"
-      continue
-    fi
-    ((SECONDS < deadline)) || die "timed out waiting for $dir (held by pid ${holder:-?})"
-    sleep 0.2
-  done
-  printf '%s\n' "$$" >"$dir/pid"
 }
 
 acquire_lock() {

@@ -33,7 +33,9 @@ TOXIPROXY_STOP_TIMEOUT=${TOXIPROXY_STOP_TIMEOUT:-15}
 TOXIPROXY_LOG_LEVEL=${TOXIPROXY_LOG_LEVEL:-info}
 
 log() { printf 'toxiproxy.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shared helpers (die, need, alive, cmdline_of, locks, ...): infra/lib.sh
+# shellcheck source=lib.sh
+source "$INFRA_DIR/lib.sh"
 
 [[ $TOXIPROXY_VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "TOXIPROXY_VERSION must look like 2.5.0, got '$TOXIPROXY_VERSION'"
 [[ $TOXIPROXY_PORT =~ ^[0-9]{1,5}$ ]] && ((TOXIPROXY_PORT > 0 && TOXIPROXY_PORT < 65536)) || die "bad TOXIPROXY_PORT '$TOXIPROXY_PORT'"
@@ -49,28 +51,6 @@ URL=http://$TOXIPROXY_HOST:$TOXIPROXY_PORT
 
 # ---------------------------------------------------------------------------------- helpers
 
-need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH ($2)"; }
-
-# alive PID: the process exists and is not a zombie.
-alive() {
-  local state=
-  kill -0 "$1" 2>/dev/null || return 1
-  if [[ -r /proc/$1/stat ]]; then
-    state=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || true
-  else
-    state=$(ps -o stat= -p "$1" 2>/dev/null | cut -c1) || true
-  fi
-  [[ $state != Z ]]
-}
-
-cmdline_of() {
-  if [[ -r /proc/$1/cmdline ]]; then
-    tr '\0' ' ' <"/proc/$1/cmdline"
-  else
-    ps -ww -o args= -p "$1" 2>/dev/null
-  fi
-}
-
 # is_ours PID: PID is a live toxiproxy-server of this cache listening on this script's port.
 is_ours() {
   local cmd
@@ -78,20 +58,6 @@ is_ours() {
   alive "$1" || return 1
   cmd=$(cmdline_of "$1") || return 1
   [[ $cmd == "$BIN "* && $cmd == *" -port $TOXIPROXY_PORT "* ]]
-}
-
-# running_pid: prints the pid of our server, or fails (and drops a stale pid file).
-running_pid() {
-  local pid
-  [[ -f $PID_FILE ]] || return 1
-  pid=$(<"$PID_FILE")
-  if is_ours "$pid"; then
-    printf '%s\n' "$pid"
-    return 0
-  fi
-  log "removing stale pid file $PID_FILE (pid '$pid' is not this server)"
-  rm -f "$PID_FILE"
-  return 1
 }
 
 port_in_use() { (exec 3<>"/dev/tcp/$TOXIPROXY_HOST/$1") 2>/dev/null; }
@@ -104,32 +70,6 @@ answers() {
     IFS= read -r -t 3 line <&3 || exit 1
     [[ $line == "HTTP/1."?" 200"* ]]
   ) 2>/dev/null
-}
-
-tail_log() {
-  local n=${1:-40}
-  if [[ -s $LOG_FILE ]]; then
-    log "last $n lines of $LOG_FILE:"
-    tail -n "$n" "$LOG_FILE" >&2
-  fi
-}
-
-release_lock() { rm -rf "$LOCK_DIR"; }
-
-# take_lock DIR [TIMEOUT]: a mkdir lock (a stale holder is detected by its pid).
-take_lock() {
-  local dir=$1 holder deadline=$((SECONDS + ${2:-120}))
-  mkdir -p "$(dirname "$dir")"
-  until mkdir "$dir" 2>/dev/null; do
-    holder=$(cat "$dir/pid" 2>/dev/null || true)
-    if [[ -n $holder ]] && ! kill -0 "$holder" 2>/dev/null; then
-      rm -rf "$dir"
-      continue
-    fi
-    ((SECONDS < deadline)) || die "timed out waiting for $dir (held by pid ${holder:-?})"
-    sleep 0.2
-  done
-  printf '%s\n' "$$" >"$dir/pid"
 }
 
 acquire_lock() {

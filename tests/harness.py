@@ -371,3 +371,14 @@ def describe_topics(bootstrap: str, topics: Sequence[str], attempts: int = 10,
             last = exc
             time.sleep(pause_s)
     raise RuntimeError(f"cannot describe {list(topics)}: {last!r}")
+
+
+def run_infra(script: Path, env: dict[str, str], *args: str, timeout: float = 300) -> str:
+    """Run one of ``infra/``'s scripts (``kafka.sh``, ``toxiproxy.sh``, ...) at low CPU
+    priority; its stdout, or an ``AssertionError`` with the tail of its stderr."""
+    result = subprocess.run(["nice", "-n", "19", str(script), *args], env=env,
+                            capture_output=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise AssertionError(f"{script.name} {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stderr.decode(errors='replace')[-3000:]}")
+    return result.stdout.decode()

@@ -28,7 +28,6 @@ import dataclasses
 import json
 import os
 import re
-import subprocess
 import threading
 import time
 import urllib.request
@@ -40,7 +39,15 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import REPO, PipelineEnv, WorkerProcess, free_port, read_to_end, wait_for_records
+from harness import (
+    REPO,
+    PipelineEnv,
+    WorkerProcess,
+    free_port,
+    read_to_end,
+    run_infra,
+    wait_for_records,
+)
 from images import mixed_images
 
 from pixelpipe.schemas import decode_processed
@@ -59,15 +66,6 @@ LATENCY_MS = 500
 #: the worker's consumers' session timeouts: uploads feed and retry scheduler 10 s
 #: (agents/uploads_feed.py, agents/retry.py), faust's own consumer 30 s (agents/app.py)
 LONGEST_SESSION_S = 30.0
-
-
-def run_script(script: Path, env: dict[str, str], *args: str, timeout: float = 300) -> str:
-    result = subprocess.run(["nice", "-n", "19", str(script), *args], env=env,
-                            capture_output=True, timeout=timeout, check=False)
-    if result.returncode != 0:
-        raise AssertionError(f"{script.name} {' '.join(args)} exited {result.returncode}:\n"
-                             f"{result.stderr.decode(errors='replace')[-3000:]}")
-    return result.stdout.decode()
 
 
 @dataclass
@@ -116,17 +114,17 @@ def proxied_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied
     toxi_env = {**os.environ, "TOXIPROXY_PORT": str(api),
                 "TOXIPROXY_HOME_DIR": str(run / "toxiproxy")}
     try:
-        assert run_script(KAFKA_SH, kafka_env, "up").strip() == f"127.0.0.1:{kafka_port}"
-        toxiproxy = Toxiproxy(run_script(TOXIPROXY_SH, toxi_env, "up").strip())
+        assert run_infra(KAFKA_SH, kafka_env, "up").strip() == f"127.0.0.1:{kafka_port}"
+        toxiproxy = Toxiproxy(run_infra(TOXIPROXY_SH, toxi_env, "up").strip())
         toxiproxy.call("POST", "/proxies", {"name": "kafka", "listen": f"127.0.0.1:{proxy_port}",
                                             "upstream": f"127.0.0.1:{listen}", "enabled": True})
         yield ProxiedBroker(direct=f"127.0.0.1:{kafka_port}", proxied=f"127.0.0.1:{proxy_port}",
                             log_path=run / "kafka" / "kafka.log", toxiproxy=toxiproxy)
     finally:
         try:
-            run_script(TOXIPROXY_SH, toxi_env, "down", timeout=60)
+            run_infra(TOXIPROXY_SH, toxi_env, "down", timeout=60)
         finally:
-            run_script(KAFKA_SH, kafka_env, "down", "--purge", timeout=120)
+            run_infra(KAFKA_SH, kafka_env, "down", "--purge", timeout=120)
 
 
 def test_the_proxy_advertises_itself_so_every_worker_connection_goes_through_it(

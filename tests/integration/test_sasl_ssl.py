@@ -25,7 +25,15 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import REPO, PipelineEnv, json_lines, read_to_end, sasl_client_options, wait_until
+from harness import (
+    REPO,
+    PipelineEnv,
+    json_lines,
+    read_to_end,
+    run_infra,
+    sasl_client_options,
+    wait_until,
+)
 from images import mixed_images
 
 from pixelpipe.streams.topics import processed_topic, uploads_topic, workers_topic
@@ -77,15 +85,6 @@ def free_port_range(count: int = 3) -> int:
     raise AssertionError("no free port range")
 
 
-def kafka_sh(env: dict[str, str], *args: str, timeout: float = 300) -> str:
-    result = subprocess.run(["nice", "-n", "19", str(KAFKA_SH), *args], env=env,
-                            capture_output=True, timeout=timeout, check=False)
-    if result.returncode != 0:
-        raise AssertionError(f"infra/kafka.sh {' '.join(args)} exited {result.returncode}:\n"
-                             f"{result.stderr.decode(errors='replace')[-3000:]}")
-    return result.stdout.decode()
-
-
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker]:
     base = free_port_range()
@@ -93,8 +92,8 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker
     env = {**os.environ, "KAFKA_PORT": str(base), "KAFKA_HOME_DIR": str(run_dir),
            "KAFKA_SASL_SSL": "1", "KAFKA_HEAP_OPTS": "-Xms128m -Xmx384m"}
     try:
-        assert kafka_sh(env, "up").strip() == f"127.0.0.1:{base}"
-        exports = kafka_sh(env, "sasl-env")
+        assert run_infra(KAFKA_SH, env, "up").strip() == f"127.0.0.1:{base}"
+        exports = run_infra(KAFKA_SH, env, "sasl-env")
         client_env = {}
         for line in exports.splitlines():
             word, assignment = shlex.split(line)
@@ -111,7 +110,7 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker
         yield SaslBroker(run_dir=run_dir, plaintext_port=base, sasl_port=base + 2,
                          client_env=client_env, password=password)
     finally:
-        kafka_sh(env, "down", "--purge", timeout=120)
+        run_infra(KAFKA_SH, env, "down", "--purge", timeout=120)
 
 
 def test_the_pipeline_runs_over_sasl_ssl_and_the_password_appears_nowhere(
