@@ -42,10 +42,20 @@ CASES: dict[str, tuple[str, str]] = {
     "4k-avif": ("jpeg4k", "4K JPEG -> AVIF q60, speed 8 / effort 1 (same size)"),
     "three-12mp": ("jpeg12", "12 MP JPEG -> 200 px JPEG q80 + 800 px WebP q80 + 1600 px JPEG q85"),
     "three-6mp": ("jpeg6", "6 MP JPEG -> 200 px JPEG q80 + 800 px WebP q80 + 1600 px JPEG q85"),
+    "three-12mp-e2": ("jpeg12", "12 MP JPEG -> the same three, WebP at effort 2 on every side"),
+    "three-6mp-e2": ("jpeg6", "6 MP JPEG -> the same three, WebP at effort 2 on every side"),
 }
 
 #: the three renditions of one upload (issue 15): (long side, format, quality)
 THREE = ((200, "jpeg", 80), (800, "webp", 80), (1600, "jpeg", 85))
+#: libwebp's default method (libvips ``effort``, Pillow ``method``), and the lower one the
+#: ``-e2`` cases ask of every library alike
+WEBP_EFFORT = 4
+LOW_WEBP_EFFORT = 2
+
+
+def _webp_effort(case: str) -> int:
+    return LOW_WEBP_EFFORT if case.endswith("-e2") else WEBP_EFFORT
 
 
 def _single_core() -> None:
@@ -85,8 +95,10 @@ def _pixelpipe(case: str, path: str) -> Callable[[], bytes] | None:
     if case.startswith("three"):
         from pixelpipe.imaging.engine import RenderResult, render_many
 
+        effort = _webp_effort(case)
         renditions = [parse_operations([f"resize:width={side},height={side}",
-                                        f"format:type={fmt},quality={q}"])
+                                        f"format:type={fmt},quality={q}"
+                                        + (f",effort={effort}" if fmt == "webp" else "")])
                       for side, fmt, q in THREE]
 
         def three() -> bytes:
@@ -133,9 +145,12 @@ def _libvips(case: str, path: str) -> Callable[[], bytes] | None:
     pyvips.cache_set_max(0)  # no result cache between rounds
     if case.startswith("three"):
         # what imgproxy or thumbor do for three sizes: three requests, three thumbnails
+        effort = _webp_effort(case)
+
         def three() -> bytes:
             return b"".join(pyvips.Image.thumbnail(path, side).write_to_buffer(
-                f".{'jpg' if fmt == 'jpeg' else fmt}", Q=q) for side, fmt, q in THREE)
+                f".{'jpg' if fmt == 'jpeg' else fmt}", Q=q,
+                **({"effort": effort} if fmt == "webp" else {})) for side, fmt, q in THREE)
 
         return three
     if case.startswith("thumb"):
@@ -190,7 +205,8 @@ def _pillow(case: str, path: str) -> Callable[[], bytes] | None:
                 small = im.resize((round(w * s), round(h * s)), Image.Resampling.BICUBIC,
                                   reducing_gap=2.0)
             out = io.BytesIO()
-            small.save(out, fmt.upper(), quality=q)
+            extra = {"method": _webp_effort(case)} if fmt == "webp" else {}
+            small.save(out, fmt.upper(), quality=q, **extra)
             parts.append(out.getvalue())
         return b"".join(parts)
 

@@ -29,6 +29,13 @@ Uploads: the photographs of ``../shared/data/photos`` in turn, each made unique 
 with its number: same pixels, new sha256), with one rendition (800 px JPEG q85) or, with
 ``--renditions three``, three (200 px JPEG q80, 800 px WebP q80, 1600 px JPEG q85).
 
+Sources (``--sources``): ``staged`` (the default) writes every source of a load into the store
+before its warm-up, and the generator then only publishes each upload event at its instant
+(``Publisher.publish_stored``), as a service that stored the file earlier, on its own machine,
+would. ``inline`` stores each source at its instant (``publish_bytes``: build the unique copy,
+sha256 it, write and fsync it, then publish), so that work shares the worker's two cores
+during the window; runs before 2026-12-01 16:00 UTC used ``inline``.
+
 Goal (issue 15), at 70 % load: p99 (submitted -> completed) <= 2 x bare p99 + 100 ms.
 
 Usage (needs a broker; ``infra/kafka.sh up`` starts one on 127.0.0.1:9092; an otherwise idle
@@ -72,7 +79,7 @@ from load import Outcomes, RssSampler, percentile, unique_jpeg, wait_settled  # 
 
 from pixelpipe.schemas import decode_processed  # noqa: E402
 from pixelpipe.schemas.times import parse_time  # noqa: E402
-from pixelpipe.storage.local import LocalBlobStore  # noqa: E402
+from pixelpipe.storage.local import LocalBlobStore, StoredBlob  # noqa: E402
 from pixelpipe.streams.client import Publisher  # noqa: E402
 from pixelpipe.streams.topics import dlq_topic, processed_topic  # noqa: E402
 
@@ -298,16 +305,29 @@ class Arrivals:
     ended: float = 0.0
 
 
+def stage_sources(store: LocalBlobStore, photos: list[bytes], count: int,
+                  tag: str) -> list[StoredBlob]:
+    """The sources of ``count`` uploads, written (and fsynced) into the store up front."""
+    return [store.put_source(unique_jpeg(photos[i % len(photos)], f"{tag}-{i}"))
+            for i in range(count)]
+
+
 async def publish_poisson(publisher: Publisher, store: LocalBlobStore, photos: list[bytes],
                           requests: list[dict[str, Any]], schedule: list[float], seconds: float,
-                          tag: str, sources: dict[str, Path]) -> Arrivals:
+                          tag: str, sources: dict[str, Path],
+                          staged: list[StoredBlob] | None = None) -> Arrivals:
     """Publish one upload at each instant of ``schedule`` (offsets from now), never waiting
-    for an earlier one's acknowledgement or outcome (open loop)."""
+    for an earlier one's acknowledgement or outcome (open loop). With ``staged`` (one stored
+    source per instant) only the upload event is published then; else the source is stored
+    at its instant too."""
     arrivals = Arrivals()
 
     async def one(i: int, due: float) -> None:
-        data = unique_jpeg(photos[i % len(photos)], f"{tag}-{i}")
-        upload = await publisher.publish_bytes(data, requests, image_id=f"{tag}-{i}")
+        if staged is not None:
+            upload = await publisher.publish_stored(staged[i], requests, image_id=f"{tag}-{i}")
+        else:
+            data = unique_jpeg(photos[i % len(photos)], f"{tag}-{i}")
+            upload = await publisher.publish_bytes(data, requests, image_id=f"{tag}-{i}")
         event_id = upload.event_id
         sources[event_id] = store.resolve(upload.event.source.uri)
         arrivals.ids.append(event_id)
@@ -413,7 +433,7 @@ class Result:
 
 def run_load(bootstrap: str, root: Path, photos: list[bytes], requests: list[dict[str, Any]],
              load: float, capacity: float, seconds: float, processes: int, seed: int,
-             drain_timeout: float, idle_s: float) -> Result:
+             drain_timeout: float, idle_s: float, staged_sources: bool = True) -> Result:
     name = f"load-{round(load * 100)}"
     result = Result(load=load, offered=load * capacity, seconds=seconds)
     schedule = poisson_schedule(result.offered, seconds, random.Random(seed))
@@ -432,6 +452,8 @@ def run_load(bootstrap: str, root: Path, photos: list[bytes], requests: list[dic
             seen = Seen(Outcomes(reclaim=sources, store=store))
             stop = asyncio.Event()
             task = asyncio.create_task(follow(pipeline, seen, stop))
+            staged = (await asyncio.to_thread(stage_sources, store, photos, len(schedule), name)
+                      if staged_sources else None)
             async with Publisher(pipeline.settings()) as publisher:
                 await warm_up(publisher, seen, photos, requests, 2 * processes, name)
                 idle0, idle_t0 = meter.read(), time.monotonic()
@@ -439,7 +461,7 @@ def run_load(bootstrap: str, root: Path, photos: list[bytes], requests: list[dic
                 before, t0 = meter.read(), time.monotonic()
                 idle_rate = (before[0] - idle0[0]) / (t0 - idle_t0)
                 arrivals = await publish_poisson(publisher, store, photos, requests, schedule,
-                                                 seconds, name, sources)
+                                                 seconds, name, sources, staged)
             drained = await wait_settled(seen.outcomes, arrivals.ids, drain_timeout, print)
             after, t1 = meter.read(), time.monotonic()
             await asyncio.sleep(1.0)  # duplicates and stragglers
@@ -638,6 +660,9 @@ def main() -> int:
                         help="idle window before each load for the worker's idle CPU rate")
     parser.add_argument("--drain-timeout", type=float, default=600.0,
                         help="longest wait for every outcome after a load window")
+    parser.add_argument("--sources", choices=("staged", "inline"), default="staged",
+                        help="store the sources before each load (staged) or at each "
+                             "upload's instant (inline); see the module docstring")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the results (markdown) here; nothing is written without it")
     args = parser.parse_args()
@@ -672,7 +697,8 @@ def main() -> int:
                   f"{args.seconds:g} s", flush=True)
             result = run_load(args.bootstrap, root, photos, requests, load, capacity,
                               args.seconds, args.image_processes, args.seed + n,
-                              args.drain_timeout, args.idle_seconds)
+                              args.drain_timeout, args.idle_seconds,
+                              staged_sources=args.sources == "staged")
             results.append(result)
             print(summary(result), flush=True)
 
@@ -684,6 +710,16 @@ def main() -> int:
         write_report(args, results, bare, capacity, verdict, why, started, load_avg)
         print(f"wrote {args.out}")
     return 1 if any(r.lost for r in results) else 0
+
+
+SOURCES_HOW = {
+    "staged": "Sources **staged**: every source of a load is written (and fsynced) into the store\n"
+              "before its warm-up; during the window the generator only publishes each upload\n"
+              "event (`Publisher.publish_stored`), as a service that stored the file earlier, on\n"
+              "its own machine, would.",
+    "inline": "Sources **inline**: each source is made, hashed, written and fsynced at its\n"
+              "instant (`Publisher.publish_bytes`), on the worker's cores, during the window.",
+}
 
 
 def write_report(args: argparse.Namespace, results: list[Result], bare: Bare, capacity: float,
@@ -715,6 +751,7 @@ degradation ladder never changes the service), a fresh topic prefix, group and s
 a warm-up of {2 * args.image_processes} uploads outside the clock. Uploads: the photographs of
 `../shared/data/photos` ({', '.join(p.name for p in sorted(PHOTOS.glob('*.jpg')))}) in
 turn, each made unique by a JPEG comment (same pixels, new sha256), {DESCRIBE[args.renditions]}.
+{SOURCES_HOW[args.sources]}
 
 Capacity: **{capacity:.2f} uploads/s** ({capacity_how}).{capacity_note}
 
@@ -754,7 +791,7 @@ decoding the event to the result, so it includes waiting for an image process); 
 user+sys of the worker's main process only (not its image processes), over the window and the
 drain, per completed upload; in parentheses less its idle rate, measured over
 {args.idle_seconds:g} s before the window; *image processes* and *generator* (this script:
-publishing, hashing and writing the sources, following the outcomes) likewise; *peak RSS*:
+publishing (and with inline sources hashing and writing them), following the outcomes) likewise; *peak RSS*:
 worker and its image processes, sampled every second. Sources and outputs of settled uploads
 are deleted as their outcomes are read, and each load's data dir after it.
 """

@@ -3,6 +3,11 @@
 Without a ``format`` operation the output keeps the source's format when it is jpeg, png or
 webp; otherwise it is png for images with transparency and jpeg for the rest. JPEG cannot
 carry alpha, so transparent pixels are composited over white.
+
+OpenCV writes every format. Its WebP encoder (libwebp's simple API) has no ``method`` knob,
+so a WebP at a non-default ``effort`` is written by Pillow's libwebp binding instead, with
+the settings the simple API uses otherwise (lossy: ``quality``; lossless: quality 70). At the
+default effort the two write the same bytes, so the default stays on OpenCV's path.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pixelpipe.imaging.ops.output import (
     DEFAULT_AVIF_SPEED,
     DEFAULT_PNG_COMPRESSION,
     DEFAULT_QUALITY,
+    DEFAULT_WEBP_EFFORT,
 )
 from pixelpipe.imaging.ops.pixels import channels, flatten
 from pixelpipe.imaging.spec import Operation
@@ -86,6 +92,9 @@ def encode(image: Image, kind: str, options: dict[str, Any]) -> bytes:
         raise UnsupportedFormat("this OpenCV build cannot encode AVIF", processor="encode")
     if kind == "jpeg" and channels(image) == 4:
         image = flatten(image)
+    effort = options.get("effort")
+    if kind == "webp" and effort is not None and effort != DEFAULT_WEBP_EFFORT:
+        return _webp_with_effort(image, int(effort), options)
     try:
         ok, buffer = cv2.imencode(OUTPUT_SUFFIXES[kind], image, _flags(kind, options))
     except cv2.error as exc:
@@ -95,3 +104,33 @@ def encode(image: Image, kind: str, options: dict[str, Any]) -> bytes:
     if not ok:
         raise InternalError(f"{kind} encoder refused the image", processor="encode")
     return buffer.tobytes()
+
+
+#: libwebp's simple lossless API encodes at this quality (its "compression effort" there)
+_LOSSLESS_QUALITY = 70
+
+
+def _webp_with_effort(image: Image, effort: int, options: dict[str, Any]) -> bytes:
+    """WebP at libwebp ``method`` = ``effort`` through Pillow (imported here: only image
+    processes that write such a WebP pay for it)."""
+    import io
+
+    from PIL import Image as PILImage
+
+    lossless = bool(options.get("lossless"))
+    quality = _LOSSLESS_QUALITY if lossless else int(
+        options.get("quality", DEFAULT_QUALITY["webp"]))
+    try:
+        if channels(image) == 4:
+            picture = PILImage.fromarray(cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA), "RGBA")
+        elif channels(image) == 1:
+            picture = PILImage.fromarray(cv2.cvtColor(image, cv2.COLOR_GRAY2RGB), "RGB")
+        else:
+            picture = PILImage.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), "RGB")
+        out = io.BytesIO()
+        picture.save(out, "WEBP", quality=quality, lossless=lossless, method=effort)
+    except MemoryError as exc:
+        raise WorkerCrashed("out of memory in encode", processor="encode") from exc
+    except (OSError, ValueError) as exc:
+        raise InternalError(f"webp encoder failed: {exc}", processor="encode") from exc
+    return out.getvalue()

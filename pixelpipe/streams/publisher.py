@@ -30,7 +30,7 @@ from pixelpipe.schemas import (
 )
 from pixelpipe.schemas import headers as h
 from pixelpipe.schemas.events import Priority
-from pixelpipe.storage import open_store
+from pixelpipe.storage import StoredInfo, open_store
 from pixelpipe.streams import kafka
 from pixelpipe.streams.admin import declare_pipeline_topics
 from pixelpipe.streams.topics import dlq_topic, processed_topic, uploads_topic
@@ -175,6 +175,23 @@ class Publisher:
     ) -> PublishedUpload:
         """Store ``data`` (content-addressed) and publish an upload event for it."""
         blob = await asyncio.to_thread(self.store.put_source, data)
+        return await self.publish_stored(
+            blob, renditions, priority=priority, image_id=image_id, content_type=content_type,
+            deadline=deadline, attributes=attributes)
+
+    async def publish_stored(
+        self,
+        blob: StoredInfo,
+        renditions: Iterable[RenditionRequest | Mapping[str, Any]],
+        *,
+        priority: Priority = "normal",
+        image_id: str | None = None,
+        content_type: str = "application/octet-stream",
+        deadline: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> PublishedUpload:
+        """Publish an upload event for a source already in the store (``blob``: what
+        ``store.put_source`` returned, here or in the service that stored it earlier)."""
         event = UploadEvent(
             event_id=str(uuid.uuid4()),
             image_id=image_id or blob.sha256[:16],

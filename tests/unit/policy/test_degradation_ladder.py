@@ -182,11 +182,22 @@ def test_reduced_quality_caps_quality_speeds_avif_and_eases_png() -> None:
     assert [op.name for op in jpeg.operations] == ["resize", "format"]
 
 
+def test_reduced_quality_lowers_webp_effort_but_never_raises_it() -> None:
+    default = plan("reduced_quality", ["format:type=webp,quality=90"])
+    assert format_args(default)["effort"] == 2 and format_args(default)["quality"] == 70
+    already_low = plan("reduced_quality", ["format:type=webp,effort=1"])
+    assert format_args(already_low)["effort"] == 1
+    lossless = plan("reduced_quality", ["format:type=webp,lossless=true"])
+    assert format_args(lossless)["effort"] == 2 and format_args(lossless)["lossless"] is True
+    assert "effort" not in format_args(plan("full", ["format:type=webp"]))
+
+
 def test_basic_also_skips_optional_operations_and_swaps_avif_for_its_fallback() -> None:
     result = plan("basic", ["resize:width=100", "sharpen", "format:type=avif,quality=80"],
                   optional=("sharpen",), fallback_format="webp")
     assert [op.name for op in result.operations] == ["resize", "format"]
     assert format_args(result)["type"] == "webp" and format_args(result)["quality"] == 70
+    assert format_args(result)["effort"] == 2
     assert set(result.skipped) == {"sharpen", "avif"}
     assert result.degraded == "basic"
 
