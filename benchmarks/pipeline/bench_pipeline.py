@@ -2,11 +2,18 @@
 
 Both sides in one run, on the same images and renditions, with 2 image processes:
 
-- bare: ``ImagePool(workers=2)`` renders every (image, rendition) with no Kafka, no blob store,
-  no hashing: the ceiling.
+- bare: ``ImagePool(workers=2)`` renders every image's renditions in one task from one decode
+  (``ImagePool.run_many``, as the worker does) with no Kafka, no blob store, no hashing: the
+  ceiling. (Runs before 2026-12-01 rendered each rendition with its own decode on this side.)
 - pipeline: a real ``pixelpipe worker`` subprocess (2 image processes) on a real broker;
   timed from the first publish to the last processed event (the worker is started and ready
-  before the clock starts; publishing is part of the measured time).
+  before the clock starts; publishing the events is part of the measured time). Every event
+  has its own source (the photo with a numbered JPEG comment: same pixels, new sha256), so the
+  worker checks every source's sha256 as it would on real traffic; the sources are written
+  into the store before the clock (as the uploading service would, on its own machine), and
+  the clock covers publishing the events (``Publisher.publish_stored``) and the worker.
+  (Runs before 2026-12-01 published copies of the same two files with ``publish_file`` inside
+  the clock: two distinct sources, hashed by the publisher each time.)
 
 Usage (needs a broker; ``infra/kafka.sh up`` starts one on 127.0.0.1:9092):
 
@@ -27,10 +34,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks" / "degradation"))
 
 from harness import PipelineEnv  # noqa: E402
+from load import unique_jpeg  # noqa: E402
 
-from pixelpipe.imaging import ImagePool, Limits, resolve_rendition  # noqa: E402
+from pixelpipe.imaging import ImagePool, Limits, RenderResult, resolve_rendition  # noqa: E402
 from pixelpipe.streams.client import Publisher  # noqa: E402
 
 PHOTOS = REPO.parent / "shared" / "data" / "photos"
@@ -50,27 +59,36 @@ async def bare(paths: list[Path]) -> float:
     ops = _ops()
     async with ImagePool(workers=2) as pool:
         # warm the processes (spawn + import cv2) outside the clock, as the worker is warm too
-        await asyncio.gather(*(pool.run(str(paths[0]), ops[0], Limits()) for _ in range(2)))
+        await asyncio.gather(*(pool.run_many(str(paths[0]), ops, Limits()) for _ in range(2)))
         began = time.perf_counter()
         sem = asyncio.Semaphore(6)
 
         async def one(path: Path) -> None:
             async with sem:
-                await asyncio.gather(*(pool.run(str(path), o, Limits()) for o in ops))
+                results = await pool.run_many(str(path), ops, Limits())
+                assert all(isinstance(r, RenderResult) for r in results), results
 
         await asyncio.gather(*(one(p) for p in paths))
         return len(paths) / (time.perf_counter() - began)
 
 
-async def through_kafka(env: PipelineEnv, paths: list[Path]) -> float:
+async def through_kafka(env: PipelineEnv, paths: list[Path], round_: int) -> float:
     async with Publisher(env.settings()) as publisher:
         await publisher.watch_outcomes()
         # one event end to end outside the clock: connections and metadata are warm, as the
         # bare side's processes are
         warm = await publisher.publish_file(paths[0], RENDITIONS)
         await publisher.wait_for(warm.event_id, timeout=300)
+        photos = {p: p.read_bytes() for p in set(paths)}
+
+        def stage() -> list:  # type: ignore[type-arg]
+            return [publisher.store.put_source(unique_jpeg(photos[p], f"r{round_}-{i}"))
+                    for i, p in enumerate(paths)]
+
+        blobs = await asyncio.to_thread(stage)
         began = time.perf_counter()
-        uploads = [await publisher.publish_file(p, RENDITIONS) for p in paths]
+        uploads = [await publisher.publish_stored(b, RENDITIONS, content_type="image/jpeg")
+                   for b in blobs]
         for upload in uploads:
             outcome = await publisher.wait_for(upload.event_id, timeout=900)
             assert outcome.status == "processed", outcome
@@ -95,7 +113,7 @@ def main() -> None:
         try:
             for round_ in range(args.rounds):
                 bare_rates.append(asyncio.run(bare(paths)))
-                kafka_rates.append(asyncio.run(through_kafka(env, paths)))
+                kafka_rates.append(asyncio.run(through_kafka(env, paths, round_)))
                 print(f"round {round_ + 1}: bare {bare_rates[-1]:.2f} img/s, "
                       f"pipeline {kafka_rates[-1]:.2f} img/s", flush=True)
         finally:
@@ -107,8 +125,10 @@ def main() -> None:
 Command: `.venv/bin/python {command}`
 
 Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, 2 cores;
-{len(paths)} events per round ({args.copies} x each of {', '.join(p.name for p in photos)}),
-2 renditions each (thumbnail preset, 800 px WebP q80), 2 image processes on both sides;
+{len(paths)} events per round ({args.copies} x each of {', '.join(p.name for p in photos)},
+each its own source: a numbered JPEG comment, stored before the clock),
+2 renditions each (thumbnail preset, 800 px WebP q80), decoded once per image on both sides,
+2 image processes on both sides;
 median of {args.rounds} rounds.
 
 | side | images/s (median) | rounds |

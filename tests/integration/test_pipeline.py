@@ -95,6 +95,11 @@ async def _publish_hostile_then_good(pipeline: PipelineEnv, good: list[Path]) ->
         for path in good:
             upload = await publisher.publish_file(path, [{"name": "w", "operations": [RESIZE, WEBP]}])
             expected[upload.event_id] = "processed"
+        # a source stored beforehand (as a service that wrote it itself), then only announced
+        blob = publisher.store.put_source(good[0].read_bytes())
+        upload = await publisher.publish_stored(blob, [{"name": "w", "operations": [RESIZE]}])
+        assert upload.event.source.sha256 == blob.sha256
+        expected[upload.event_id] = "processed"
         for event_id in expected:
             outcome = await publisher.wait_for(event_id, timeout=120)
             outcomes[event_id] = outcome
