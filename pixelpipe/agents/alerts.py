@@ -8,8 +8,13 @@ agent. Only the owner evaluates, every ``PIXELPIPE_ALERT_INTERVAL``, from the to
 letters) and its own view of the breakers. A new owner first reads which alerts are firing on
 ``pixelpipe.alerts``, so a takeover neither repeats them nor leaves them unresolved.
 
-Each transition's delivery is awaited; a failed evaluation is logged and tried again at the
-next interval (alerts are telemetry about the pipeline, never on its data path).
+Each transition's delivery is awaited; a failed evaluation is tried again at the next
+interval (alerts are telemetry about the pipeline, never on its data path). Reading the
+sample is bounded (``SAMPLE_TIMEOUT_S``; each admin read retries on another node within
+``ClusterReader``'s own bounds, so one dead broker does not fail the evaluation), and a failed
+evaluation is visible: a warning line with the reason (the traceback at the first of a run of
+failures), ``pixelpipe_alert_evaluations_total{result="failed"}`` and the age of
+``pixelpipe_alert_last_evaluation_timestamp_seconds``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 import faust
 import orjson
+from prometheus_client import Counter, Gauge
 
 from pixelpipe.agents import metrics
 from pixelpipe.agents.app import PipelineTopics
@@ -40,6 +46,22 @@ from pixelpipe.streams.cluster_status import ClusterReader
 from pixelpipe.streams.topics import workers_topic
 
 log = logging.getLogger(__name__)
+
+#: bound on reading one evaluation's sample (its admin reads retry within their own bounds)
+SAMPLE_TIMEOUT_S = 30.0
+
+# kept here (not in metrics.py) with the evaluator they describe; same registry, /metrics
+EVALUATIONS = Counter(
+    "pixelpipe_alert_evaluations_total",
+    "Alert evaluations by this worker as the owner, by result (ok, failed).",
+    ["result"],
+    registry=metrics.REGISTRY,
+)
+LAST_EVALUATION = Gauge(
+    "pixelpipe_alert_last_evaluation_timestamp_seconds",
+    "When this worker last evaluated the cluster's alerts successfully (epoch seconds).",
+    registry=metrics.REGISTRY,
+)
 
 
 def alert_record(event: AlertEvent, now: float, evaluator: str) -> dict[str, Any]:
@@ -79,6 +101,10 @@ class AlertEvaluator:
         self.reader = ClusterReader(settings)
         self.owner = False
         self.evaluations = 0
+        #: failed evaluations in a row (0 after a success), and the last one's reason
+        self.failures = 0
+        self.last_failure: str | None = None
+        self.sample_timeout_s = SAMPLE_TIMEOUT_S
 
     def owns(self) -> bool:
         consumer = self.app.consumer if self.app.started else None
@@ -115,7 +141,12 @@ class AlertEvaluator:
             self.owner = True
             log.info("alert evaluator: this worker evaluates the cluster's alerts (%d firing)",
                      len(self.rules.firing()))
-        events = self.rules.evaluate(await self.sample(now))
+        try:
+            sample = await asyncio.wait_for(self.sample(now), self.sample_timeout_s)
+        except TimeoutError:
+            raise TimeoutError(f"reading the cluster took over {self.sample_timeout_s:g} s"
+                               ) from None
+        events = self.rules.evaluate(sample)
         self.evaluations += 1
         published = []
         for event in events:
@@ -135,6 +166,29 @@ class AlertEvaluator:
             metrics.ALERTS_FIRING.labels(alert_id, SEVERITY.get(rule, "warning")).set(1)
         return published
 
+    async def tick(self) -> bool:
+        """One evaluation as the owner, its failure counted and logged (never raised); True
+        when it succeeded."""
+        interval = self.settings.monitor.alert_interval_s
+        try:
+            await self.evaluate()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failures += 1
+            self.last_failure = f"{type(exc).__name__}: {exc}"
+            EVALUATIONS.labels("failed").inc()
+            log.warning("alert evaluation failed (%d in a row; next in %g s): %s",
+                        self.failures, interval, self.last_failure,
+                        exc_info=self.failures == 1)
+            return False
+        if self.failures:
+            log.info("alert evaluation works again after %d failed", self.failures)
+        self.failures, self.last_failure = 0, None
+        EVALUATIONS.labels("ok").inc()
+        LAST_EVALUATION.set(time.time())
+        return True
+
     async def run(self) -> None:
         interval = self.settings.monitor.alert_interval_s
         while True:
@@ -145,13 +199,7 @@ class AlertEvaluator:
                     metrics.ALERTS_FIRING.clear()
                 self.owner = False
                 continue
-            try:
-                await self.evaluate()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("alert evaluation failed (next in %g s): %r", interval, exc,
-                            exc_info=True)
+            await self.tick()
 
 
 def register_alert_evaluator(app: faust.App, settings: Settings, topics: PipelineTopics,

@@ -35,6 +35,7 @@ from pixelpipe.policy.breaker import (
     status_record,
 )
 from pixelpipe.schemas.names import COMMAND_SCHEMA, OUTCOME_SCHEMA
+from pixelpipe.streams.topics import BREAKER_TABLE, breaker_changelog_topic
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,20 @@ def record_outcomes(
 def register_breaker_agent(app: faust.App, settings: Settings, topics: PipelineTopics) -> Any:
     config = settings.breaker
     table = app.Table(
-        "breaker-window",
+        BREAKER_TABLE,
         partitions=1,
         # bytes in, bytes out: the app's serializers are raw, our codec is orjson
         key_type=bytes,
         value_type=bytes,
         help="per processor: breaker state and its window of 1 s buckets",
     )
+    # The worker declares this changelog before faust starts (``admin.declare_worker_topics``,
+    # with the outcomes topic's partitions, listed by every node): a name of our own that
+    # drifted from faust's would leave faust to create the real one, racing its own check.
+    changelog = table.changelog_topic.get_topic_name()
+    if changelog != breaker_changelog_topic(settings.app_id):
+        raise RuntimeError(f"faust names the breaker table's changelog {changelog!r}, "
+                           f"pixelpipe declares {breaker_changelog_topic(settings.app_id)!r}")
     published: dict[str, float] = {}
 
     async def publish(breaker: Breaker, now: float, *, wait: bool) -> None:

@@ -32,7 +32,7 @@ from pixelpipe.imaging import DEFAULT_LIMITS, ImagePool, Limits
 from pixelpipe.imaging.codecs import codec_versions
 from pixelpipe.policy.routing import RetryPolicy
 from pixelpipe.storage import open_store
-from pixelpipe.streams.admin import declare_pipeline_topics
+from pixelpipe.streams.admin import declare_worker_topics
 from pixelpipe.streams.breaker_view import BreakerView
 from pixelpipe.streams.cluster_status import ClusterReader
 from pixelpipe.streams.control import ControlView
@@ -167,10 +167,15 @@ class DashboardData:
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
-    """Declare the topics, then run a faust worker until SIGTERM/SIGINT. Blocks."""
+    """Declare the topics, then run a faust worker until SIGTERM/SIGINT. Blocks.
+
+    The topics (the pipeline's and the breaker table's changelog) are in every node's
+    metadata before faust starts: faust's table checks read partition counts from its
+    consumer's metadata, where a topic a lagging node does not list yet has 0 partitions
+    (``admin.declare_worker_topics``)."""
     settings.check_web_exposure()
     enforce_profile(settings, lambda: create_app(settings))  # before any topic is made
-    asyncio.run(declare_pipeline_topics(settings))
+    asyncio.run(declare_worker_topics(settings))
     parts = build_worker(settings)
     worker = faust.Worker(parts.app, loglevel=loglevel, redirect_stdouts=False)
     try:

@@ -12,6 +12,16 @@ evaluator): no worker is contacted.
 
 ``ClusterReader`` keeps one admin client and one group-less consumer open, so a caller that
 asks every few seconds (dashboard, evaluator) does not reconnect each time.
+
+Its admin requests survive a dead node. aiokafka's admin client sends each request to a
+random broker of its cached metadata (``AIOKafkaAdminClient._send_request`` ->
+``AIOKafkaClient.get_random_node``), which still lists a killed node until the controller
+fences it and the client refreshes; a request to it fails at once (``NodeNotReadyError``) and
+is not retried, and the group's coordinator is the dead node itself until its partitions of
+``__consumer_offsets`` move. So every admin read here is retried (a failed connection makes
+aiokafka refresh its metadata, and the next pick is another node) with a bound on each
+request (``request_timeout_s``, connecting included) and on the whole read
+(``read_deadline_s``), then raises ``BrokerUnavailable`` naming what failed.
 """
 
 from __future__ import annotations
@@ -19,13 +29,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from pixelpipe.config import Settings
+from pixelpipe.errors import BrokerUnavailable
 from pixelpipe.schemas.names import ALERT_SCHEMA, WORKER_SCHEMA
 from pixelpipe.schemas.times import epoch_iso, parse_time
 from pixelpipe.streams import kafka
@@ -43,11 +56,39 @@ from pixelpipe.streams.topics import (
 FORGET_S = 3600.0
 #: dead letters read for the "last hour by code" figure, at most
 DLQ_SCAN_LIMIT = 50_000
+#: one admin request, connecting to its node included
+REQUEST_TIMEOUT_S = 5.0
+#: one admin read, its retries on other nodes included (a killed coordinator's groups move
+#: once it is fenced: ~3-10 s on the three local nodes)
+READ_DEADLINE_S = 20.0
+
+T = TypeVar("T")
+
+
+def retriable(exc: BaseException) -> bool:
+    """A failure another attempt (on another node, or once the coordinator moved) may not
+    have: a connection, a timeout, an answer without what was asked, or a Kafka error that
+    says it is retriable."""
+    return isinstance(exc, (OSError, TimeoutError, IncompleteAnswer)) or (
+        isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False)))
+
+
+class IncompleteAnswer(Exception):
+    """An OffsetFetch answer without the partitions asked for: aiokafka's
+    ``list_consumer_group_offsets`` ignores the answer's top-level error code (v2+), so a
+    coordinator still loading the group's offsets (``COORDINATOR_LOAD_IN_PROGRESS``, right
+    after a failover) or no longer the coordinator answers "no offsets" instead of failing.
+    Retriable (``retriable``)."""
 
 
 class ClusterReader:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, request_timeout_s: float = REQUEST_TIMEOUT_S,
+                 read_deadline_s: float = READ_DEADLINE_S) -> None:
         self.settings = settings
+        self.request_timeout_s = request_timeout_s
+        self.read_deadline_s = read_deadline_s
+        #: admin requests that failed and were tried again (on another node)
+        self.retries = 0
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: dict[str, list[TopicPartition]] = {}
@@ -63,7 +104,9 @@ class ClusterReader:
     async def start(self) -> None:
         if self._consumer is not None:
             return
-        admin = kafka.admin(self.settings)
+        # every request bounded, connecting included (aiokafka's default is 40 s)
+        admin = kafka.admin(self.settings,
+                            request_timeout_ms=int(self.request_timeout_s * 1000))
         await kafka.start(admin, self.settings)
         consumer = kafka.consumer(self.settings, group=None, role="status",
                                   fetch_max_wait_ms=100)
@@ -83,18 +126,62 @@ class ClusterReader:
 
     # ------------------------------------------------------------------ reads
 
+    async def _admin_call(self, what: str,
+                          call: Callable[[AIOKafkaAdminClient], Awaitable[T]]) -> T:
+        """``call(admin)``, each attempt bounded by ``request_timeout_s``, tried again after a
+        retriable failure until ``read_deadline_s``; then ``BrokerUnavailable``."""
+        assert self._admin is not None
+        admin = self._admin
+        deadline = time.monotonic() + self.read_deadline_s
+        pause, attempts = 0.1, 0
+        while True:
+            attempts += 1
+            try:
+                return await asyncio.wait_for(call(admin), self.request_timeout_s)
+            except Exception as exc:
+                if not retriable(exc):
+                    raise
+                if time.monotonic() + pause >= deadline:
+                    raise BrokerUnavailable(
+                        f"cannot read {what}: {attempts} attempt(s) in "
+                        f"{self.read_deadline_s:g} s failed, the last with {exc!r}") from exc
+            # aiokafka refreshes its metadata after a failed connection: the next attempt
+            # picks among the nodes it then lists (a dead node leaves once fenced)
+            self.retries += 1
+            await asyncio.sleep(pause)
+            pause = min(1.0, pause * 2)
+
     async def partitions(self, topic: str) -> list[TopicPartition]:
         """Partitions of ``topic`` ([] when missing); cached once found."""
         if topic not in self._partitions:
-            found = await kafka.topic_partitions(self.settings, topic)
+            described = await self._admin_call(
+                f"the metadata of {topic}", lambda admin: admin.describe_topics([topic]))
+            found = sorted(
+                p["partition"] for t in described
+                if t.get("topic") == topic and not t.get("error_code")
+                for p in t.get("partitions", ()))
             if not found:
                 return []
-            self._partitions[topic] = found
+            self._partitions[topic] = [TopicPartition(topic, p) for p in found]
         return self._partitions[topic]
 
-    async def committed(self, group: str) -> dict[TopicPartition, int]:
-        assert self._admin is not None
-        offsets = await self._admin.list_consumer_group_offsets(group)
+    async def committed(self, group: str,
+                        partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The committed offsets of ``group`` on ``partitions`` (those it has committed):
+        FindCoordinator on some node, OffsetFetch on the coordinator, both retried while a
+        node is down (see the module docstring). The partitions are named, so the answer
+        must list each (offset -1: none committed) and an error answer is told from "none"."""
+        if not partitions:
+            return {}
+        wanted = list(partitions)
+
+        async def fetch(admin: AIOKafkaAdminClient) -> dict[TopicPartition, Any]:
+            offsets = dict(await admin.list_consumer_group_offsets(group, partitions=wanted))
+            if missing := [tp for tp in wanted if tp not in offsets]:
+                raise IncompleteAnswer(f"{len(missing)} of {len(wanted)} partitions missing")
+            return offsets
+
+        offsets = await self._admin_call(f"the committed offsets of {group}", fetch)
         return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
     async def ends(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -167,7 +254,7 @@ class ClusterReader:
     async def lag(self, now: float, *, ages: bool = True) -> dict[str, Any]:
         group = self.settings.uploads_group
         partitions = await self.partitions(uploads_topic(self.settings.topic_prefix))
-        committed = await self.committed(group)
+        committed = await self.committed(group, partitions)
         ends = await self.ends(partitions)
         starts = await self.beginnings(partitions)
         rows, heads = [], {}
@@ -189,10 +276,12 @@ class ClusterReader:
                 "partitions": rows}
 
     async def retry(self) -> dict[str, Any]:
-        committed = await self.committed(self.settings.retry_group)
+        by_tier = {name: await self.partitions(retry_topic(name, self.settings.topic_prefix))
+                   for name, _delay in self.settings.retry_tiers}
+        committed = await self.committed(
+            self.settings.retry_group, [tp for tps in by_tier.values() for tp in tps])
         tiers = []
-        for name, _delay in self.settings.retry_tiers:
-            partitions = await self.partitions(retry_topic(name, self.settings.topic_prefix))
+        for name, partitions in by_tier.items():
             ends, starts = await self.ends(partitions), await self.beginnings(partitions)
             waiting = sum(max(0, ends.get(tp, 0) - committed.get(tp, starts.get(tp, 0)))
                           for tp in partitions)

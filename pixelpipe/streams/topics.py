@@ -56,6 +56,21 @@ def workers_topic(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}.workers"
 
 
+#: the breaker agent's faust table (``agents/breaker.py``); its changelog is faust's topic
+BREAKER_TABLE = "breaker-window"
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """The changelog faust names for ``table`` of app ``app_id`` (faust
+    ``tables/base.py``: ``f"{app.conf.id}-{self.name}-changelog"``)."""
+    return f"{app_id}-{table}-changelog"
+
+
+def breaker_changelog_topic(app_id: str) -> str:
+    """The changelog of the breaker table: ``<app id>-breaker-window-changelog``."""
+    return changelog_topic(app_id, BREAKER_TABLE)
+
+
 def min_insync_replicas(replication_factor: int) -> int:
     """The ``min.insync.replicas`` of the topics pixelpipe creates: ``min(2, RF - 1)``, at
     least 1. RF 3 or more: 2 (an ``acks=all`` write is on two brokers before it is
@@ -105,3 +120,29 @@ def pipeline_topic_specs(
         # firing / resolved alert events, a week of history
         TopicSpec(alerts_topic(prefix), 1, retention_ms=7 * 24 * 3600 * 1000),
     )
+
+
+def worker_topic_specs(
+    prefix: str, app_id: str, upload_partitions: int, tiers: tuple[str, ...] = ()
+) -> tuple[TopicSpec, ...]:
+    """The pipeline's topics and the faust changelog of the breaker table, which a worker
+    declares before faust starts.
+
+    faust checks that a table's changelog has as many partitions as its source topic
+    (``tables/base.py`` ``_verify_source_topic_partitions``) from its consumer's metadata, in
+    which a topic not (yet) listed counts 0 partitions; created by faust itself a moment
+    before its consumer reads the metadata from a node that has not caught up, the changelog
+    is "0 partitions" and the breaker agent crashes with ``PartitionsMismatch`` until the
+    next metadata refresh. Declared here with the outcomes topic's shape (and listed by every
+    node before faust starts, ``admin.declare_worker_topics``), faust finds it existing.
+    """
+    pipeline = pipeline_topic_specs(prefix, upload_partitions, tiers)
+    (outcomes,) = (s for s in pipeline if s.name == outcomes_topic(prefix))
+    # compacted, as faust declares a (non-windowed) table's changelog
+    return (*pipeline, TopicSpec(breaker_changelog_topic(app_id), outcomes.partitions,
+                                 compacted=True))
+
+
+def co_partitioned_topics(prefix: str, app_id: str) -> tuple[tuple[str, str], ...]:
+    """(source, changelog) pairs faust requires to have the same number of partitions."""
+    return ((outcomes_topic(prefix), breaker_changelog_topic(app_id)),)
