@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks" / "degradation"))
 
+import psutil  # noqa: E402
 from harness import PipelineEnv  # noqa: E402
 from load import unique_jpeg  # noqa: E402
 
@@ -72,7 +73,16 @@ async def bare(paths: list[Path]) -> float:
         return len(paths) / (time.perf_counter() - began)
 
 
-async def through_kafka(env: PipelineEnv, paths: list[Path], round_: int) -> float:
+def _cpu(pid: int) -> tuple[float, float, float]:
+    """(user, system) CPU seconds of process ``pid`` itself, and user+system of its children."""
+    proc = psutil.Process(pid)
+    own = proc.cpu_times()
+    kids = sum(c.cpu_times().user + c.cpu_times().system for c in proc.children())
+    return own.user, own.system, kids
+
+
+async def through_kafka(env: PipelineEnv, paths: list[Path], round_: int,
+                        worker_pid: int, cpu: list[dict[str, float]]) -> float:
     async with Publisher(env.settings()) as publisher:
         await publisher.watch_outcomes()
         # one event end to end outside the clock: connections and metadata are warm, as the
@@ -86,6 +96,7 @@ async def through_kafka(env: PipelineEnv, paths: list[Path], round_: int) -> flo
                     for i, p in enumerate(paths)]
 
         blobs = await asyncio.to_thread(stage)
+        before, me_before = _cpu(worker_pid), time.process_time()
         began = time.perf_counter()
         uploads = [await publisher.publish_stored(b, RENDITIONS, content_type="image/jpeg")
                    for b in blobs]
@@ -94,7 +105,14 @@ async def through_kafka(env: PipelineEnv, paths: list[Path], round_: int) -> flo
             assert outcome.status == "processed", outcome
             # full quality only: a degraded rendition is cheaper work than the bare side's
             assert all(r.degraded is None for r in outcome.event.renditions), outcome
-        return len(paths) / (time.perf_counter() - began)
+        elapsed = time.perf_counter() - began
+        after, me_after = _cpu(worker_pid), time.process_time()
+        n = len(paths)
+        cpu.append({"user": (after[0] - before[0]) / n * 1000,
+                    "system": (after[1] - before[1]) / n * 1000,
+                    "image": (after[2] - before[2]) / n * 1000,
+                    "publisher": (me_after - me_before) / n * 1000})
+        return n / elapsed
 
 
 def main() -> None:
@@ -109,6 +127,7 @@ def main() -> None:
         raise SystemExit(f"no photos in {PHOTOS}")
     paths = [p for _ in range(args.copies) for p in photos]
     bare_rates, kafka_rates = [], []
+    cpu: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         env = PipelineEnv(bootstrap=args.bootstrap, root=Path(tmp), workers=2)
         # the degradation ladder off: a backlog would otherwise lower the quality (cheaper
@@ -117,12 +136,17 @@ def main() -> None:
         try:
             for round_ in range(args.rounds):
                 bare_rates.append(asyncio.run(bare(paths)))
-                kafka_rates.append(asyncio.run(through_kafka(env, paths, round_)))
+                kafka_rates.append(asyncio.run(through_kafka(env, paths, round_,
+                                                             worker.process.pid, cpu)))
                 print(f"round {round_ + 1}: bare {bare_rates[-1]:.2f} img/s, "
                       f"pipeline {kafka_rates[-1]:.2f} img/s", flush=True)
         finally:
             worker.stop()
     b, k = statistics.median(bare_rates), statistics.median(kafka_rates)
+
+    def med(key: str) -> float:
+        return statistics.median(c[key] for c in cpu)
+
     command = "benchmarks/pipeline/bench_pipeline.py " + " ".join(sys.argv[1:])
     report = f"""# Pipeline throughput vs a bare engine loop
 
@@ -140,6 +164,11 @@ checked to be at full quality); median of {args.rounds} rounds.
 | bare 2-process loop (no Kafka) | {b:.2f} | {', '.join(f'{r:.2f}' for r in bare_rates)} |
 | pipeline through Kafka | {k:.2f} | {', '.join(f'{r:.2f}' for r in kafka_rates)} |
 | ratio pipeline / bare | {k / b:.3f} | target >= 0.9 |
+
+CPU per upload on the pipeline side (ms, median over the rounds; psutil, from the first
+publish to the last outcome): the worker's main process {med("user"):.1f} user +
+{med("system"):.1f} system, its image processes {med("image"):.1f}, this publishing and
+following process {med("publisher"):.1f}; the broker's is not counted here.
 """
     print(report)
     if args.out:
