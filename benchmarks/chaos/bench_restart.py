@@ -266,6 +266,9 @@ def main() -> int:
                         help="seconds of steady processing before each kill")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="longest wait for a round's figures")
+    parser.add_argument("--fetch-delay", help="a fetch delay fault per upload, e.g. 250ms "
+                        "(bounds the worker's rate, so the outage's backlog takes a while)")
+    parser.add_argument("--max-inflight", type=int, help="PIXELPIPE_MAX_INFLIGHT")
     args = parser.parse_args()
     load = os.getloadavg()
     say(f"{platform.machine()}, CPython {platform.python_version()}, {os.cpu_count()} cores, "
@@ -277,6 +280,11 @@ def main() -> int:
                    if img.path.suffix in (".jpg", ".png", ".webp")]
         pipeline = PipelineEnv(bootstrap=args.bootstrap, root=root, workers=args.image_processes)
         env = {"PIXELPIPE_UPLOAD_PARTITIONS": str(args.partitions)}
+        if args.fetch_delay:
+            env["PIXELPIPE_FAULTS"] = f"fetch:delay={args.fetch_delay}:always"
+        if args.max_inflight:
+            env["PIXELPIPE_MAX_INFLIGHT"] = str(args.max_inflight)
+        say(f"worker env {env}, {args.rate:g} uploads/s")
         run = Run()
         worker = pipeline.start_worker("w0", **env)  # declares the topics
         say(f"prefix {pipeline.prefix}: first worker ready")
