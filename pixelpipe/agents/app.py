@@ -17,6 +17,15 @@ Settings chosen against faust's defaults, and why (FAUST-NOTES.md):
   transport registry, and the app's broker URLs use that scheme.
 - ``topic_replication_factor``: the topics faust creates itself (the breaker table's
   changelog, the assignor's) get ``PIXELPIPE_REPLICATION_FACTOR`` replicas, not faust's 1.
+- ``broker_session_timeout=10.0``, ``broker_heartbeat_interval=3.0`` (faust's defaults: 60 s
+  and 3 s; this was 30 s): a member killed with -9 holds its faust partitions (the breaker
+  agent's outcomes and table, the alert evaluator's heartbeats) until the broker expires its
+  session, and a replacement's first rebalance waits for that (the JoinGroup completes once
+  every known member has rejoined or expired). faust's consumer heartbeats from a thread of
+  its own (``faust/transport/drivers/aiokafka.py``: ``AIOKafkaConsumerThread``, a
+  ``ConsumerThread`` running its own event loop), rebalance callbacks included, so 10 s is
+  no tighter for it than for the uploads feed and the retry scheduler, whose 10 s sessions
+  beat on the main loop.
 - ``broker_credentials``: a ``kafka+ssl://`` broker and/or a SASL user become faust's
   ``SASLCredentials`` (user, password, mechanism, and the TLS context ``streams.kafka`` builds
   for our own clients) or ``SSLCredentials``; faust hands them to every client it makes
@@ -26,10 +35,12 @@ Settings chosen against faust's defaults, and why (FAUST-NOTES.md):
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+import mode
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -100,6 +111,36 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
+class _StartWithApp(mode.Service):
+    """Adds ``fun()`` to the app's futures when the app starts its services (see below)."""
+
+    def __init__(self, app: faust.App, fun: Callable[[], Awaitable[None]]) -> None:
+        super().__init__()
+        self._app, self._fun = app, fun
+
+    async def on_start(self) -> None:
+        self._app.add_future(self._fun())
+
+
+def start_with_app(app: faust.App, fun: Callable[[], Awaitable[None]]) -> None:
+    """Run ``fun()`` as one of ``app``'s futures from the moment the app starts, instead of
+    after faust's first rebalance as ``@app.task`` does.
+
+    faust starts app tasks in ``App.on_started`` only once ``tables.
+    wait_until_recovery_completed()`` returns (``faust/app/base.py``,
+    ``on_started_init_extra_tasks``), i.e. after the app's consumer group has rebalanced and
+    the tables recovered, which after a kill -9 waits out the dead member's faust session.
+    Work that does not depend on faust's group (the uploads feed: its own consumer group; the
+    process agent it feeds reads a channel, not a topic) need not wait. The future is the
+    app's, as an app task's is, so it is stopped as one: cancelled with the app's futures
+    after the app's services (agents, producer) have stopped. ``fun`` must wait itself for
+    what it needs (the feed waits for the process agent's actor).
+    """
+    # a child added before start comes before the ones faust adds at start (mode's
+    # ``Service._actually_start``): it starts first and stops last
+    app.add_dependency(_StartWithApp(app, fun))
+
+
 def create_app(settings: Settings) -> faust.App:
     """A faust App configured from ``settings``. Agents are attached by ``pixelpipe.agents``."""
     credentials = broker_credentials(settings)
@@ -119,7 +160,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         producer_request_timeout=30.0,
         broker_request_timeout=90.0,
-        broker_session_timeout=30.0,
+        broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         broker_commit_interval=1.0,
         # Pool tasks are bounded by the task timeout; a rebalance waits at most that long.

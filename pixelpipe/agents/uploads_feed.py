@@ -18,18 +18,23 @@ the head through. A takeover test lost 55 of 1,200 uploads. So the offsets of ``
   what is settled and drops the rest: the new owner reads them again (duplicates, never loss);
 - a head that never settles (a hand-off the agent never picked up, or work stuck past every
   timeout) is a hole: logged at warning, counted, and the partition is re-read from it, so the
-  commit never waits forever for a record that will not come.
+  commit never waits forever for a record that will not come;
+- the free hand-off slots are shared round-robin over the owned partitions (``fair_shares``):
+  after a takeover every partition's backlog moves, not one partition's after another's;
+- the feed starts with the app, not after faust's first rebalance (``start_with_app``): after
+  a kill -9 a replacement takes uploads as soon as its own group lets it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -37,6 +42,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from pixelpipe.agents import metrics
+from pixelpipe.agents.app import start_with_app
 from pixelpipe.config import Settings
 from pixelpipe.policy.ordering import OffsetLedger, Ticket
 from pixelpipe.streams import kafka
@@ -50,6 +56,30 @@ COMMIT_INTERVAL_S = 1.0
 START_WITHIN_S = 60.0
 #: how long a revoke waits for the revoked partitions' records in flight before dropping them
 REVOKE_DRAIN_S = 20.0
+
+
+class _Ordered(Protocol):
+    def __lt__(self, other: Any, /) -> bool: ...
+
+
+_P = TypeVar("_P", bound=_Ordered)
+
+
+def fair_shares(partitions: Iterable[_P], free: int, after: _P | None) -> list[tuple[_P, int]]:
+    """Split ``free`` hand-off slots over ``partitions`` round-robin: in partition order,
+    starting with the first partition after ``after`` (the one served last) and wrapping
+    around, each gets ``free // n`` slots and the first ``free % n`` of them one more.
+    Partitions whose share is 0 are left out. With one slot at a time, successive calls (each
+    ``after`` the partition just served) visit the partitions in turn."""
+    order = sorted(set(partitions))
+    if free <= 0 or not order:
+        return []
+    if after is not None:
+        start = bisect.bisect_right(order, after)
+        order = order[start:] + order[:start]
+    base, extra = divmod(free, len(order))
+    shares = [(tp, base + (1 if i < extra else 0)) for i, tp in enumerate(order)]
+    return [(tp, share) for tp, share in shares if share > 0]
 
 
 class HandoffChannel(faust.Channel[Any]):
@@ -126,6 +156,8 @@ class UploadFeed:
         #: record timestamps (ms) of what is handed out and not settled (for lag in seconds)
         self._timestamps: dict[Ticket[TopicPartition], int] = {}
         self._commit_lock = asyncio.Lock()
+        #: the partition records were last handed out of: the round-robin goes on after it
+        self._served_last: TopicPartition | None = None
 
     # ------------------------------------------------------------ agent side
 
@@ -185,9 +217,49 @@ class UploadFeed:
         if free <= 0:
             await self._capacity_changed(1.0)
             return
-        batches = await consumer.getmany(timeout_ms=500, max_records=free)
+        taken = await self._take_fairly(consumer, free)
+        if not taken:
+            # Nothing buffered on any owned partition: wait for the first record of any, then
+            # share what is left of the free slots (a fetch may have brought several).
+            taken = await self._hand_out(await consumer.getmany(timeout_ms=500, max_records=1))
+            if taken and free > taken:
+                await self._take_fairly(consumer, free - taken)
+        metrics.UPLOADS_IN_FLIGHT.set(self.ledger.in_flight())
+
+    async def _take_fairly(self, consumer: AIOKafkaConsumer, free: int) -> int:
+        """Hand out up to ``free`` records already buffered by the consumer, round-robin over
+        the owned partitions (``fair_shares``); return how many records were taken.
+
+        Asked without partitions, aiokafka's fetcher returns the first buffered partition's
+        records up to ``max_records`` before it looks at the next one
+        (``Fetcher.fetched_records``), so after a takeover one partition's whole backlog went
+        first. Here each partition is asked for its share with ``timeout_ms=0`` (only what is
+        buffered: no waiting); a partition that returns less than its share has nothing more
+        buffered and drops out, the slots it left are shared again among the others.
+        """
+        taken = 0
+        maybe_more = set(self.ledger.partitions)
+        while free > taken and maybe_more:
+            for tp, share in fair_shares(maybe_more, free - taken, self._served_last):
+                batches = await consumer.getmany(tp, timeout_ms=0, max_records=share)
+                taken += await self._hand_out(batches)
+                if len(batches.get(tp, ())) < share:
+                    maybe_more.discard(tp)
+        return taken
+
+    async def _hand_out(self, batches: dict[TopicPartition, list[Any]]) -> int:
+        """Track and hand over every record in ``batches``; return how many it held.
+
+        Every record the consumer returned must be tracked here: the consumer's position has
+        moved past it, and the ledger commits over offsets it never saw (gaps are allowed),
+        so a record dropped on the floor would be committed unprocessed.
+        """
         fetched_at = time.time()
+        count = 0
         for tp, records in batches.items():
+            count += len(records)
+            if records:
+                self._served_last = tp
             for record in records:
                 ticket = self.ledger.track(tp, record.offset, self.clock())
                 if ticket is None:
@@ -198,7 +270,7 @@ class UploadFeed:
                 while not self.channel.has_reader:  # the agent's actor is restarting
                     await asyncio.sleep(0.05)
                 await self.channel.put(Handoff(record, ticket, fetched_at))
-        metrics.UPLOADS_IN_FLIGHT.set(self.ledger.in_flight())
+        return count
 
     async def _adopt_legacy_offsets(self) -> None:
         """Upgrading from a version whose faust consumer read uploads in group ``app_id``:
@@ -374,7 +446,9 @@ def register_upload_feed(
     feed = UploadFeed(settings, channel, max_inflight=settings.max_inflight,
                       finish_within_s=finish_within_s)
 
-    @app.task  # type: ignore[untyped-decorator]
+    # Not an @app.task: those start only after faust's own group has rebalanced, which after
+    # a kill -9 waits out the dead member's faust session; the feed has its own group and
+    # waits for the process agent's actor itself (``start_with_app``).
     async def uploads_feed() -> None:
         try:
             await feed.run()
@@ -385,5 +459,6 @@ def register_upload_feed(
             log.critical("the uploads feed failed; stopping the worker: %r", exc, exc_info=True)
             await app.crash(exc)
 
+    start_with_app(app, uploads_feed)
     return feed, channel
 

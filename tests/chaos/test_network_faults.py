@@ -12,9 +12,9 @@ network, and the judge of what happened reads the topics through a link nothing 
 
 Scenario, while ~200 small uploads are published steadily (one every 0.3 s until the heal):
 5 s normal; (a) a 500 ms latency toxic for 15 s; (b) the proxy disabled (connections dropped,
-new ones refused) for 40 s: longer than the uploads feed's and retry scheduler's 10 s sessions
-and faust's 30 s one (the broker's log shows every group's member expired), and longer than
-the producer's 30 s request timeout; (c) healed. A worker that stopped during the cut (a
+new ones refused) for 40 s: longer than the 10 s sessions of the uploads feed, the retry
+scheduler and faust's consumer (the broker's log shows every group's member expired), and
+longer than the producer's 30 s request timeout; (c) healed. A worker that stopped during the cut (a
 delivery that fails after the producer's timeout stops it, by design) is started again after
 the heal, as an orchestrator would. Then every published event id must end processed or
 dead-lettered (read from outside); duplicates are counted and must be idempotent (the same
@@ -64,8 +64,8 @@ PUBLISH_EVERY_S = 0.3
 NORMAL_S, LATENCY_S, CUT_S = 5.0, 15.0, 40.0
 LATENCY_MS = 500
 #: the worker's consumers' session timeouts: uploads feed and retry scheduler 10 s
-#: (agents/uploads_feed.py, agents/retry.py), faust's own consumer 30 s (agents/app.py)
-LONGEST_SESSION_S = 30.0
+#: (agents/uploads_feed.py, agents/retry.py), faust's own consumer 10 s (agents/app.py)
+LONGEST_SESSION_S = 10.0
 
 
 @dataclass

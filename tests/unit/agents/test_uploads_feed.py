@@ -35,7 +35,9 @@ class FakeConsumer:
         self.commits: list[dict[TopicPartition, int]] = []
         self.seeks: list[tuple[TopicPartition, int]] = []
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int,
+                      max_records: int) -> dict[TopicPartition, list[Record]]:
+        # the next planned batch whatever is asked for: the feed hands out all it is given
         await asyncio.sleep(0)
         return self.batches.pop(0) if self.batches else {}
 
