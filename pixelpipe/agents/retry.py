@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from pixelpipe.agents import metrics
+from pixelpipe.agents.app import start_with_app
 from pixelpipe.agents.delivery import AttemptRouter
 from pixelpipe.agents.upload_processor import Failed, UploadProcessor
 from pixelpipe.config import Settings
@@ -220,8 +221,11 @@ def register_retry_scheduler(
 ) -> RetryScheduler:
     scheduler = RetryScheduler(app, settings, processor, router)
 
-    @app.task  # type: ignore[untyped-decorator]
+    # Not an @app.task, for the uploads feed's reason (``app.start_with_app``): the tiers have
+    # their own group and need nothing faust recovers, so a replacement worker resumes them as
+    # soon as that group lets it, not after faust's own group has rebalanced.
     async def retry_tiers() -> None:
         await scheduler.run()
 
+    start_with_app(app, retry_tiers)
     return scheduler
