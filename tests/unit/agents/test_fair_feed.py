@@ -14,6 +14,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
+from feed_fakes import FakeChannel
 
 from pixelpipe.agents.uploads_feed import Handoff, UploadFeed, fair_shares
 from pixelpipe.config import Settings
@@ -119,18 +120,8 @@ class BufferedConsumer:
         self.commits.append(dict(offsets))
 
 
-class Channel:
-    has_reader = True
-
-    def __init__(self) -> None:
-        self.handed: list[Handoff] = []
-
-    async def put(self, value: Handoff) -> None:
-        self.handed.append(value)
-
-
-def make_feed(inflight: int) -> tuple[UploadFeed, BufferedConsumer, Channel]:
-    channel = Channel()
+def make_feed(inflight: int) -> tuple[UploadFeed, BufferedConsumer, FakeChannel]:
+    channel = FakeChannel()
     feed = UploadFeed(Settings(), channel, max_inflight=inflight,  # type: ignore[arg-type]
                       finish_within_s=300, clock=lambda: 0.0)
     consumer = BufferedConsumer()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
+from feed_fakes import FakeChannel
 
 from pixelpipe.agents.uploads_feed import Handoff, UploadFeed
 from pixelpipe.config import Settings
@@ -46,16 +47,6 @@ class FakeConsumer:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))
-
-
-class FakeChannel:
-    has_reader = True
-
-    def __init__(self) -> None:
-        self.handed: list[Handoff] = []
-
-    async def put(self, value: Handoff) -> None:
-        self.handed.append(value)
 
 
 class Clock:
