@@ -17,6 +17,11 @@ edge (CLI, client API) takes plain keyword arguments and builds a ``Settings`` w
 | PIXELPIPE_S3_TIMEOUT            | 30s                         | one S3 request, connect 5s at most    |
 | PIXELPIPE_S3_RETRIES            | 3                           | retries of a failed S3 request        |
 | PIXELPIPE_S3_CACHE_MB           | 1024                        | local cache of downloaded S3 sources  |
+| AWS_ACCESS_KEY_ID               | (the client's chain)        | S3 credentials, with the two below    |
+| AWS_SECRET_ACCESS_KEY           | (none)                      | (secrets: never logged, in no repr)   |
+| AWS_SESSION_TOKEN               | (none)                      | temporary S3 credentials' token       |
+| AWS_REGION                      | (client's: us-east-1)       | S3 region                             |
+| AWS_PROFILE                     | (none)                      | S3 credentials of a profile (boto3)   |
 | PIXELPIPE_TOPIC_PREFIX          | pixelpipe                   | prefix of every topic name            |
 | PIXELPIPE_APP_ID                | pixelpipe                   | Faust app id = consumer group         |
 | PIXELPIPE_UPLOAD_PARTITIONS     | 12                          | partitions of uploads (when created)  |
@@ -91,6 +96,12 @@ ENV_S3_ENDPOINT = "PIXELPIPE_S3_ENDPOINT"
 ENV_S3_TIMEOUT = "PIXELPIPE_S3_TIMEOUT"
 ENV_S3_RETRIES = "PIXELPIPE_S3_RETRIES"
 ENV_S3_CACHE_MB = "PIXELPIPE_S3_CACHE_MB"
+# the standard AWS names, read here like every other setting (not by the S3 client itself)
+ENV_AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
+ENV_AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 (the variable's name)
+ENV_AWS_SESSION_TOKEN = "AWS_SESSION_TOKEN"  # noqa: S105
+ENV_AWS_REGION = "AWS_REGION"
+ENV_AWS_PROFILE = "AWS_PROFILE"
 ENV_TOPIC_PREFIX = "PIXELPIPE_TOPIC_PREFIX"
 ENV_APP_ID = "PIXELPIPE_APP_ID"
 ENV_UPLOAD_PARTITIONS = "PIXELPIPE_UPLOAD_PARTITIONS"
@@ -269,6 +280,17 @@ class Settings:
     s3_retries: int = 3
     #: bound of the worker's local cache of downloaded S3 sources (under ``state_dir``)
     s3_cache_mb: int = 1024
+    #: S3 credentials (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``;
+    #: '' : the client's own chain: web identity, container or instance metadata). Given to
+    #: the S3 client explicitly, so a ``from_env(mapping)`` store uses the mapping's, never
+    #: the process environment's. Secrets: never in repr, logs, status or error messages
+    s3_access_key_id: str = field(default="", repr=False)
+    s3_secret_access_key: str = field(default="", repr=False)
+    s3_session_token: str = field(default="", repr=False)
+    #: S3 region (``AWS_REGION``; '' : the client's default, us-east-1)
+    s3_region: str = ""
+    #: AWS profile whose credentials the S3 store uses (``AWS_PROFILE``, through boto3)
+    s3_profile: str = ""
     topic_prefix: str = "pixelpipe"
     app_id: str = "pixelpipe"
     upload_partitions: int = 12
@@ -441,6 +463,11 @@ class Settings:
         _read(env, ENV_S3_TIMEOUT, values, "s3_timeout_s", parse_duration)
         _read(env, ENV_S3_RETRIES, values, "s3_retries", int)
         _read(env, ENV_S3_CACHE_MB, values, "s3_cache_mb", int)
+        _read(env, ENV_AWS_ACCESS_KEY_ID, values, "s3_access_key_id", str)
+        _read(env, ENV_AWS_SECRET_ACCESS_KEY, values, "s3_secret_access_key", str)
+        _read(env, ENV_AWS_SESSION_TOKEN, values, "s3_session_token", str)
+        _read(env, ENV_AWS_REGION, values, "s3_region", str)
+        _read(env, ENV_AWS_PROFILE, values, "s3_profile", str)
         _read(env, ENV_TOPIC_PREFIX, values, "topic_prefix", str)
         _read(env, ENV_APP_ID, values, "app_id", str)
         _read(env, ENV_UPLOAD_PARTITIONS, values, "upload_partitions", int)

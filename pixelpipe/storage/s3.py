@@ -2,10 +2,14 @@
 
 Selected by ``PIXELPIPE_DATA=s3://bucket/prefix`` (``storage.open_store``); the endpoint is
 ``PIXELPIPE_S3_ENDPOINT`` (or the client's own ``AWS_ENDPOINT_URL[_S3]``, or AWS). Credentials
-are the standard AWS ones, read by the client library and never by this module: the
-``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` variables, web identity,
-the container or instance metadata; with ``AWS_PROFILE`` set, the named profile through
-boto3's credential chain (obstore's ``Boto3CredentialProvider``; needs ``pip install boto3``).
+and region are the standard AWS variables, read by ``Settings.from_env`` from the same mapping
+as every other setting (the process environment by default) and given to the client
+explicitly: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` as a static
+credential provider (so no credential of the process environment mixes in), ``AWS_REGION`` as
+the ``region`` option; with ``AWS_PROFILE`` set, the named profile through boto3's credential
+chain (obstore's ``Boto3CredentialProvider``; needs ``pip install boto3``; obstore has no
+profile option of its own). Without credentials in the settings, the client's own chain: web
+identity, the container or instance metadata.
 
 Keys under the prefix (the local store's layout, ``local.py``)::
 
@@ -63,7 +67,14 @@ from pixelpipe.storage.cache import DownloadCache
 from pixelpipe.storage.local import sha256_bytes
 
 if TYPE_CHECKING:
-    from obstore.store import ClientConfig, RetryConfig, S3Config, S3Store
+    from obstore.store import (
+        ClientConfig,
+        RetryConfig,
+        S3Config,
+        S3Credential,
+        S3CredentialProvider,
+        S3Store,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +228,55 @@ class S3StoredBlob:
     size: int
 
 
-def _client(location: S3Location, *, endpoint: str, timeout_s: float, retries: int) -> S3Store:
+class StaticCredentials:
+    """An obstore credential provider returning the settings' own keys: it wins over every
+    credential the client would find in the process environment (and a session token of the
+    environment never joins the settings' keys). Never shows the secrets."""
+
+    __slots__ = ("_access_key_id", "_secret_access_key", "_session_token")
+
+    def __init__(self, access_key_id: str, secret_access_key: str, session_token: str = "") -> None:
+        self._access_key_id = access_key_id
+        self._secret_access_key = secret_access_key
+        self._session_token = session_token
+
+    def __call__(self) -> S3Credential:
+        return {"access_key_id": self._access_key_id,
+                "secret_access_key": self._secret_access_key,
+                "token": self._session_token or None, "expires_at": None}
+
+    def __repr__(self) -> str:
+        return "StaticCredentials(<hidden>)"
+
+
+def _credential_provider(*, access_key_id: str, secret_access_key: str, session_token: str,
+                         region: str, profile: str) -> S3CredentialProvider | None:
+    """The provider of explicit credentials: the profile's (boto3), or the static keys, or None
+    (the client's own chain)."""
+    if profile:
+        try:
+            import boto3
+            from obstore.auth.boto3 import Boto3CredentialProvider
+        except ImportError:
+            raise ConfigError(f"AWS_PROFILE={profile}: profile credentials need boto3 "
+                              "(pip install boto3), or set AWS_ACCESS_KEY_ID and "
+                              "AWS_SECRET_ACCESS_KEY") from None
+        try:
+            return Boto3CredentialProvider(boto3.Session(profile_name=profile,
+                                                         region_name=region or None))
+        except Exception as exc:  # an unknown profile, one without credentials
+            raise ConfigError(f"AWS_PROFILE={profile}: {_message_of(exc)}") from exc
+    if bool(access_key_id) != bool(secret_access_key):
+        raise ConfigError("S3 credentials need both AWS_ACCESS_KEY_ID and "
+                          "AWS_SECRET_ACCESS_KEY (only one is set)")
+    if access_key_id:
+        return StaticCredentials(access_key_id, secret_access_key, session_token)
+    return None
+
+
+def _client(location: S3Location, *, endpoint: str, timeout_s: float, retries: int,
+            access_key_id: str = "", secret_access_key: str = "", session_token: str = "",
+            region: str = "", profile: str = "") -> S3Store:
     from obstore.store import S3Store
 
     client_options: ClientConfig = {
@@ -237,17 +296,12 @@ def _client(location: S3Location, *, endpoint: str, timeout_s: float, retries: i
     if endpoint:
         config["endpoint"] = endpoint
         config["virtual_hosted_style_request"] = False  # S3-compatible servers: path style
-    provider = None
-    profile = os.environ.get("AWS_PROFILE", "").strip()
-    if profile:
-        try:
-            import boto3
-            from obstore.auth.boto3 import Boto3CredentialProvider
-        except ImportError:
-            raise ConfigError(f"AWS_PROFILE={profile}: profile credentials need boto3 "
-                              "(pip install boto3), or set AWS_ACCESS_KEY_ID and "
-                              "AWS_SECRET_ACCESS_KEY") from None
-        provider = Boto3CredentialProvider(boto3.Session(profile_name=profile))
+    if region:
+        config["region"] = region
+    provider = _credential_provider(access_key_id=access_key_id,
+                                    secret_access_key=secret_access_key,
+                                    session_token=session_token, region=region,
+                                    profile=profile.strip())
     try:
         return S3Store(location.bucket, config=config, client_options=client_options,
                        retry_config=retry_config, credential_provider=provider)
@@ -262,12 +316,17 @@ class S3BlobStore:
 
     def __init__(self, location: S3Location, *, cache_dir: Path, cache_bytes: int = 1 << 30,
                  endpoint: str = "", timeout_s: float = 30.0, retries: int = 3,
-                 client: S3Store | None = None) -> None:
+                 access_key_id: str = "", secret_access_key: str = "", session_token: str = "",
+                 region: str = "", profile: str = "", client: S3Store | None = None) -> None:
+        """Credentials, region and profile ('' : the client's own, from the process
+        environment or instance metadata) are given to the client explicitly."""
         self.location = location
         self.endpoint = endpoint
         self.cache = DownloadCache(cache_dir, cache_bytes)
-        self._client = client or _client(location, endpoint=endpoint, timeout_s=timeout_s,
-                                         retries=retries)
+        self._client = client or _client(
+            location, endpoint=endpoint, timeout_s=timeout_s, retries=retries,
+            access_key_id=access_key_id, secret_access_key=secret_access_key,
+            session_token=session_token, region=region, profile=profile)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3BlobStore:
@@ -275,7 +334,10 @@ class S3BlobStore:
                    cache_dir=Path(settings.state_dir) / "s3-cache",
                    cache_bytes=settings.s3_cache_mb * 1024 * 1024,
                    endpoint=settings.s3_endpoint, timeout_s=settings.s3_timeout_s,
-                   retries=settings.s3_retries)
+                   retries=settings.s3_retries, access_key_id=settings.s3_access_key_id,
+                   secret_access_key=settings.s3_secret_access_key,
+                   session_token=settings.s3_session_token, region=settings.s3_region,
+                   profile=settings.s3_profile)
 
     def __repr__(self) -> str:  # never the credentials (the client holds them, not us)
         return f"S3BlobStore({self.location.url!r}, endpoint={self.endpoint or '(default)'!r})"

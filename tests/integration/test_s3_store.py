@@ -240,3 +240,36 @@ def test_missing_foreign_and_unreachable(store: S3BlobStore, s3_server: S3Server
     with pytest.raises(StorageUnavailable, match="credentials or permissions") as denied:
         refused.put_source(b"x")
     assert "wrong" not in str(denied.value) and secret not in str(denied.value)
+
+
+# ------------------------------------------------------------------------------ credentials
+
+
+def test_credentials_only_in_the_settings_mapping_write_and_read(
+        s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library user's ``Settings.from_env(mapping)`` in a process without (or with other)
+    AWS variables: the store uses the mapping's credentials and region."""
+    aws = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_TOKEN",
+           "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE")
+    for name in aws:
+        monkeypatch.delenv(name, raising=False)
+    mapping = {"PIXELPIPE_DATA": s3_server.url(), "PIXELPIPE_DATADIR": str(tmp_path / "state"),
+               "PIXELPIPE_S3_TIMEOUT": "5s", "PIXELPIPE_S3_RETRIES": "0",
+               **s3_server.client_env()}
+    assert mapping["AWS_SECRET_ACCESS_KEY"] and not any(name in os.environ for name in aws)
+    store = open_store(Settings.from_env(mapping))
+    assert isinstance(store, S3BlobStore)
+    try:
+        blob = store.put_source(b"credentials from the mapping")
+        assert store.read(blob.uri) == b"credentials from the mapping"
+    finally:
+        store.close()
+    # other credentials in the environment do not win over (or mix with) the mapping's
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAOTHERKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "other-secret")
+    other = open_store(Settings.from_env({**mapping, "PIXELPIPE_DATADIR": str(tmp_path / "o")}))
+    assert isinstance(other, S3BlobStore)
+    try:
+        assert other.read(blob.uri) == b"credentials from the mapping"
+    finally:
+        other.close()
