@@ -93,6 +93,8 @@ ENV_KAFKA_SASL_MECHANISM = "PIXELPIPE_KAFKA_SASL_MECHANISM"
 ENV_KAFKA_ALLOW_PLAINTEXT = "PIXELPIPE_KAFKA_ALLOW_PLAINTEXT"
 ENV_DATA = "PIXELPIPE_DATA"
 ENV_S3_ENDPOINT = "PIXELPIPE_S3_ENDPOINT"
+ENV_AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
+ENV_AWS_ENDPOINT_URL_S3 = "AWS_ENDPOINT_URL_S3"
 ENV_S3_TIMEOUT = "PIXELPIPE_S3_TIMEOUT"
 ENV_S3_RETRIES = "PIXELPIPE_S3_RETRIES"
 ENV_S3_CACHE_MB = "PIXELPIPE_S3_CACHE_MB"
@@ -273,7 +275,8 @@ class Settings:
     #: ``s3://bucket/prefix`` when ``PIXELPIPE_DATA`` names an S3 store ('' : the local
     #: ``data_dir``); a string, since ``Path`` would fold its ``//``
     data_url: str = ""
-    #: S3 endpoint URL ('' : the client's own default, AWS or ``AWS_ENDPOINT_URL[_S3]``)
+    #: S3 endpoint URL (``PIXELPIPE_S3_ENDPOINT``, else ``AWS_ENDPOINT_URL_S3``, else
+    #: ``AWS_ENDPOINT_URL``, all from the settings' mapping; '' : AWS)
     s3_endpoint: str = ""
     #: one S3 request's timeout and the retries of a failed one (then ``storage_unavailable``)
     s3_timeout_s: float = 30.0
@@ -459,6 +462,10 @@ class Settings:
             values["data_url"] = env[ENV_DATA].strip()
         else:
             _read(env, ENV_DATA, values, "data_dir", Path)
+        # the standard AWS endpoint variables, from the same mapping, when ours is not set
+        # (most specific first: the later read wins)
+        _read(env, ENV_AWS_ENDPOINT_URL, values, "s3_endpoint", str)
+        _read(env, ENV_AWS_ENDPOINT_URL_S3, values, "s3_endpoint", str)
         _read(env, ENV_S3_ENDPOINT, values, "s3_endpoint", str)
         _read(env, ENV_S3_TIMEOUT, values, "s3_timeout_s", parse_duration)
         _read(env, ENV_S3_RETRIES, values, "s3_retries", int)

@@ -1,7 +1,8 @@
 """The S3 blob store: the local store's content-addressed layout in a bucket, through obstore.
 
 Selected by ``PIXELPIPE_DATA=s3://bucket/prefix`` (``storage.open_store``); the endpoint is
-``PIXELPIPE_S3_ENDPOINT`` (or the client's own ``AWS_ENDPOINT_URL[_S3]``, or AWS). Credentials
+``PIXELPIPE_S3_ENDPOINT`` (else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``, read with
+the other settings; else AWS). Credentials
 and region are the standard AWS variables, read by ``Settings.from_env`` from the same mapping
 as every other setting (the process environment by default) and given to the client
 explicitly: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` as a static
@@ -283,8 +284,11 @@ def _client(location: S3Location, *, endpoint: str, timeout_s: float, retries: i
         "timeout": f"{timeout_s:g}s",
         "connect_timeout": f"{min(timeout_s, 5.0):g}s",
     }
-    if (endpoint or os.environ.get("AWS_ENDPOINT_URL_S3", "")
-            or os.environ.get("AWS_ENDPOINT_URL", "")).startswith("http://"):
+    # The endpoint comes from the settings (``PIXELPIPE_S3_ENDPOINT``, or the AWS endpoint
+    # variables of the same mapping). Without one, obstore still reads the AWS endpoint
+    # variables of this process's environment itself, so plain http is allowed for those too.
+    fallback = os.environ.get("AWS_ENDPOINT_URL_S3", "") or os.environ.get("AWS_ENDPOINT_URL", "")
+    if (endpoint or fallback).startswith("http://"):
         client_options["allow_http"] = True
     retry_config: RetryConfig = {
         "max_retries": retries,

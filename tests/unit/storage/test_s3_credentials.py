@@ -93,3 +93,16 @@ def test_the_profile_is_read_from_the_mapping(tmp_path: Path,
     assert settings.s3_profile == "media-writer"
     with pytest.raises(ConfigError, match=r"AWS_PROFILE=media-writer: .*boto3"):
         open_store(settings)
+
+
+def test_the_endpoint_is_ours_else_the_aws_variables_of_the_same_mapping(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://environment.invalid:9")
+    aws = {"AWS_ENDPOINT_URL": "http://generic.invalid:1",
+           "AWS_ENDPOINT_URL_S3": "http://s3-specific.invalid:2"}
+    assert Settings.from_env({"AWS_ENDPOINT_URL": aws["AWS_ENDPOINT_URL"]}).s3_endpoint == \
+        "http://generic.invalid:1"
+    assert Settings.from_env(aws).s3_endpoint == "http://s3-specific.invalid:2"
+    ours = Settings.from_env({**aws, "PIXELPIPE_S3_ENDPOINT": "http://ours.invalid:3"})
+    assert ours.s3_endpoint == "http://ours.invalid:3"
+    assert Settings.from_env({}).s3_endpoint == ""  # the process environment is not read
