@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from dataclasses import dataclass
 
 from aiokafka import TopicPartition
-from feed_fakes import FakeChannel
+from feed_fakes import FakeChannel, Record
 
 from pixelpipe.agents.uploads_feed import Handoff, UploadFeed, fair_shares
 from pixelpipe.config import Settings
@@ -64,15 +63,6 @@ def test_the_shares_add_up_to_the_free_slots() -> None:
 
 
 # --------------------------------------------------------------------------- the feed
-
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes = b"{}"
-    timestamp: int = 1_000_000
 
 
 class BufferedConsumer:

@@ -8,26 +8,16 @@ is re-read instead of stalling the commit forever.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
-from feed_fakes import FakeChannel
+from feed_fakes import FakeChannel, Record
 
 from pixelpipe.agents.uploads_feed import Handoff, UploadFeed
 from pixelpipe.config import Settings
 
 TOPIC = "pixelpipe.uploads"
 TP0, TP1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
-
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes = b"{}"
-    timestamp: int = 1_000_000  # ms
 
 
 class FakeConsumer:
