@@ -713,6 +713,12 @@ write_node_config() {
     # timeout: 3 s here instead of 9 s (measured: an acks=all producer stalls ~3 s, not ~12 s).
     echo "broker.session.timeout.ms=3000"
     echo "broker.heartbeat.interval.ms=500"
+    # The log cleaner allocates its whole dedupe buffer when it starts (Kafka's default 128 MiB)
+    # in a 256 MiB heap that also holds every partition's state: a node restarted with ~250
+    # partitions died with "OutOfMemoryError: Java heap space" at "Starting the log cleaner".
+    # 16 MiB holds about 600,000 keys per cleaning pass (24 bytes each), far more than the
+    # compacted topics here have.
+    echo "log.cleaner.dedupe.buffer.size=16777216"
     if ((KAFKA_MAJOR >= 4)); then
       echo "share.coordinator.state.topic.replication.factor=3"
       echo "share.coordinator.state.topic.min.isr=2"
