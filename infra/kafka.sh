@@ -154,18 +154,8 @@ tail_log() {
 }
 
 acquire_lock() {
-  local holder deadline=$((SECONDS + KAFKA_START_TIMEOUT + KAFKA_STOP_TIMEOUT + 60))
   mkdir -p "$RUN_DIR"
-  until mkdir "$LOCK_DIR" 2>/dev/null; do
-    holder=$(cat "$LOCK_DIR/pid" 2>/dev/null || true)
-    if [[ -n $holder ]] && ! kill -0 "$holder" 2>/dev/null; then
-      rm -rf "$LOCK_DIR"
-      continue
-    fi
-    ((SECONDS < deadline)) || die "timed out waiting for $LOCK_DIR (held by pid ${holder:-?})"
-    sleep 0.2
-  done
-  printf '%s\n' "$$" >"$LOCK_DIR/pid"
+  take_lock "$LOCK_DIR" $((KAFKA_START_TIMEOUT + KAFKA_STOP_TIMEOUT + 60))
   trap release_lock EXIT
   trap 'exit 130' INT TERM
 }

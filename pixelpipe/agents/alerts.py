@@ -26,7 +26,6 @@ from typing import Any
 
 import faust
 import orjson
-from prometheus_client import Counter, Gauge
 
 from pixelpipe.agents import metrics
 from pixelpipe.agents.app import PipelineTopics
@@ -49,19 +48,6 @@ log = logging.getLogger(__name__)
 
 #: bound on reading one evaluation's sample (its admin reads retry within their own bounds)
 SAMPLE_TIMEOUT_S = 30.0
-
-# kept here (not in metrics.py) with the evaluator they describe; same registry, /metrics
-EVALUATIONS = Counter(
-    "pixelpipe_alert_evaluations_total",
-    "Alert evaluations by this worker as the owner, by result (ok, failed).",
-    ["result"],
-    registry=metrics.REGISTRY,
-)
-LAST_EVALUATION = Gauge(
-    "pixelpipe_alert_last_evaluation_timestamp_seconds",
-    "When this worker last evaluated the cluster's alerts successfully (epoch seconds).",
-    registry=metrics.REGISTRY,
-)
 
 
 def alert_record(event: AlertEvent, now: float, evaluator: str) -> dict[str, Any]:
@@ -177,7 +163,7 @@ class AlertEvaluator:
         except Exception as exc:
             self.failures += 1
             self.last_failure = f"{type(exc).__name__}: {exc}"
-            EVALUATIONS.labels("failed").inc()
+            metrics.ALERT_EVALUATIONS.labels("failed").inc()
             log.warning("alert evaluation failed (%d in a row; next in %g s): %s",
                         self.failures, interval, self.last_failure,
                         exc_info=self.failures == 1)
@@ -185,8 +171,8 @@ class AlertEvaluator:
         if self.failures:
             log.info("alert evaluation works again after %d failed", self.failures)
         self.failures, self.last_failure = 0, None
-        EVALUATIONS.labels("ok").inc()
-        LAST_EVALUATION.set(time.time())
+        metrics.ALERT_EVALUATIONS.labels("ok").inc()
+        metrics.ALERT_LAST_EVALUATION.set(time.time())
         return True
 
     async def run(self) -> None:

@@ -121,6 +121,17 @@ ALERTS_FIRING = Gauge(
     ["rule", "severity"],
     registry=REGISTRY,
 )
+ALERT_EVALUATIONS = Counter(
+    "pixelpipe_alert_evaluations_total",
+    "Alert evaluations by this worker as the owner, by result (ok, failed).",
+    ["result"],
+    registry=REGISTRY,
+)
+ALERT_LAST_EVALUATION = Gauge(
+    "pixelpipe_alert_last_evaluation_timestamp_seconds",
+    "When this worker last evaluated the cluster's alerts successfully (epoch seconds).",
+    registry=REGISTRY,
+)
 HEARTBEATS = Counter(
     "pixelpipe_heartbeats_total",
     "Heartbeats this worker published to the workers topic.",
