@@ -223,9 +223,14 @@ def _pillow(case: str, path: str) -> Callable[[], bytes] | None:
     return None
 
 
-def worker(lib: str, case: str, path: str, rounds: int) -> dict[str, Any]:
+def worker(lib: str, case: str, path: str, rounds: int, malloc: str) -> dict[str, Any]:
     """Runs in a fresh process: import, warm up once, time ``rounds`` rounds."""
     _single_core()
+    if malloc == "kept":  # what the pool's image processes do, given to every side alike
+        from pixelpipe.imaging.memory import keep_freed_buffers
+
+        if not keep_freed_buffers():
+            raise SystemExit("--malloc kept needs glibc")
     make = {"pixelpipe": _pixelpipe, "libvips": _libvips, "pillow": _pillow,
             "decode-floor": _decode_floor}[lib]
     job = make(case, path)
@@ -268,7 +273,8 @@ def make_inputs(tmp: Path) -> dict[str, Path]:
     return {"jpeg12": jpeg12, "jpeg6": jpeg6, "png6": png6, "jpeg4k": jpeg4k}
 
 
-def run_all(rounds: int, only: set[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+def run_all(rounds: int, only: set[str] | None = None,
+            malloc: str = "kept") -> dict[str, dict[str, dict[str, Any]]]:
     results: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="pixelpipe-bench-") as tmp:
         inputs = make_inputs(Path(tmp))
@@ -279,7 +285,8 @@ def run_all(rounds: int, only: set[str] | None = None) -> dict[str, dict[str, di
             n = max(3, rounds // 2) if slow else rounds
             results[case] = {}
             for lib in LIBS:
-                cmd = [sys.executable, __file__, "--worker", lib, case, str(inputs[key]), str(n)]
+                cmd = [sys.executable, __file__, "--worker", lib, case, str(inputs[key]), str(n),
+                       "--malloc", malloc]
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
                                       check=False)
                 if proc.returncode != 0:
@@ -291,7 +298,8 @@ def run_all(rounds: int, only: set[str] | None = None) -> dict[str, dict[str, di
     return results
 
 
-def to_markdown(results: dict[str, dict[str, dict[str, Any]]], command: str) -> str:
+def to_markdown(results: dict[str, dict[str, dict[str, Any]]], command: str,
+                malloc: str = "kept") -> str:
     import cv2
     import PIL
     import pyvips
@@ -310,6 +318,10 @@ def to_markdown(results: dict[str, dict[str, dict[str, Any]]], command: str) -> 
         "rounds. Peak RSS is `VmHWM` (the high-water mark) of that process; growth is peak minus the RSS after "
         "imports (what the work itself cost). pixelpipe's time includes its safety work: "
         "header checks, and decoding the output again to verify it.",
+        ("Every side's process keeps its freed buffers (`--malloc kept`: glibc's trim and mmap "
+         "thresholds as `pixelpipe.imaging.memory` sets them in the pool's image processes)."
+         if malloc == "kept" else
+         "Every side's process runs with glibc's default malloc settings (`--malloc default`)."),
         "",
         "| case | library | median ms | x libvips time | peak RSS MB | RSS growth MB "
         "| x libvips growth | output KB |",
@@ -339,14 +351,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--worker", nargs=4, metavar=("LIB", "CASE", "PATH", "ROUNDS"))
     parser.add_argument("--cases", default="", help="comma-separated cases (default: all)")
+    parser.add_argument(
+        "--malloc", choices=("kept", "default"), default="kept",
+        help="kept: every side's process keeps its freed buffers, as pixelpipe's image "
+             "processes do (pixelpipe.imaging.memory); default: glibc's defaults everywhere")
     args = parser.parse_args()
     if args.worker:
         lib, case, path, rounds = args.worker
-        print(json.dumps(worker(lib, case, path, int(rounds))))
+        print(json.dumps(worker(lib, case, path, int(rounds), args.malloc)))
         return
-    results = run_all(args.rounds, {c for c in args.cases.split(",") if c} or None)
+    results = run_all(args.rounds, {c for c in args.cases.split(",") if c} or None,
+                      args.malloc)
     command = "python " + " ".join(["benchmarks/engine/bench_engine.py", *sys.argv[1:]])
-    text = to_markdown(results, command)
+    text = to_markdown(results, command, args.malloc)
     if args.out:
         args.out.write_text(text)
     print(text)

@@ -9,8 +9,9 @@ only, recycles workers after ``max_tasks``, and is small and maintained.
 
 Every child starts with ``spawn`` (a fork of a parent that runs an event loop and Kafka
 client threads can inherit held locks), sets OpenCV's decoder caps in the environment before
-``import cv2`` (see :mod:`pixelpipe.imaging._cv`), uses one OpenCV thread, and caps its
-address space (``RLIMIT_AS``) so a runaway allocation fails inside the child.
+``import cv2`` (see :mod:`pixelpipe.imaging._cv`), uses one OpenCV thread, keeps its freed
+buffers for the next upload (see :mod:`pixelpipe.imaging.memory`), and caps its address space
+(``RLIMIT_AS``) so a runaway allocation fails inside the child.
 
 Error mapping: a task past ``task_timeout_s`` -> ``ProcessingTimeout`` (the process is killed
 and replaced); a child that dies (signal, OOM killer) or runs out of memory under its cap ->
@@ -61,8 +62,10 @@ def _default_workers() -> int:
 def _init_child(memory_limit_mb: int | None) -> None:
     # Runs first in every child. Importing _cv sets the OpenCV env caps before cv2 loads.
     from pixelpipe.imaging._cv import single_thread
+    from pixelpipe.imaging.memory import keep_freed_buffers
 
     single_thread()
+    keep_freed_buffers()  # the next upload reuses this one's pages (see imaging.memory)
     # the parent handles Ctrl-C and shuts the pool down; children must not die mid-task on it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if memory_limit_mb is not None:
