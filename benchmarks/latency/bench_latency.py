@@ -121,11 +121,18 @@ class Bare:
 
 
 def measure_bare(paths: list[Path], kind: str, rounds: int) -> Bare:
-    """Each photo rendered ``rounds`` times in this process on one OpenCV thread."""
+    """Each photo rendered ``rounds`` times in this process on one OpenCV thread, with the
+    malloc settings of the pool's image processes where the tree has them."""
     from pixelpipe.imaging import parse_operations, render
     from pixelpipe.imaging._cv import single_thread
 
     single_thread()
+    try:
+        from pixelpipe.imaging.memory import keep_freed_buffers
+    except ImportError:  # a tree from before it: its image processes ran without it too
+        pass
+    else:
+        keep_freed_buffers()
     ops = [parse_operations(operations(side, fmt, q)) for _n, side, fmt, q in RENDITION_SETS[kind]]
     bare = Bare()
     if len(ops) == 1:
