@@ -118,6 +118,8 @@ class Bare:
     median_ms: float = math.nan
     p99_ms: float = math.nan
     per_photo: dict[str, float] = field(default_factory=dict)  # name -> median ms
+    #: p99 of the measurements before and after the loads (this one has the lower)
+    p99s_ms: tuple[float, ...] = ()
 
 
 def measure_bare(paths: list[Path], kind: str, rounds: int) -> Bare:
@@ -547,6 +549,12 @@ def f1(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.1f}"
 
 
+def print_bare(when: str, bare: Bare) -> None:
+    print(f"bare {when} ({bare.how}, one core, {bare.renders} renders): median "
+          f"{bare.median_ms:.1f} ms, p99 {bare.p99_ms:.1f} ms; per photo "
+          + ", ".join(f"{k} {v:.1f}" for k, v in bare.per_photo.items()), flush=True)
+
+
 def goal_verdict(results: list[Result], bare: Bare) -> tuple[str, str]:
     """(PASS/MISS/not measured, the sentence) for the 70 % load."""
     limit = 2 * bare.p99_ms + 100
@@ -684,10 +692,8 @@ def main() -> int:
     print(f"{started}; load average {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f} "
           f"on {psutil.cpu_count()} cores", flush=True)
 
-    bare = measure_bare(paths, args.renditions, args.bare_rounds)
-    print(f"bare ({bare.how}, one core, {bare.renders} renders): median {bare.median_ms:.1f} ms, "
-          f"p99 {bare.p99_ms:.1f} ms; per photo "
-          + ", ".join(f"{k} {v:.1f}" for k, v in bare.per_photo.items()), flush=True)
+    first_bare = measure_bare(paths, args.renditions, args.bare_rounds)
+    print_bare("before the loads", first_bare)
 
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="pixelpipe-latency-") as tmp:
@@ -709,6 +715,12 @@ def main() -> int:
             results.append(result)
             print(summary(result), flush=True)
 
+    # measured again after the loads: one stray pause (p99 of 80 renders is about their
+    # slowest) must not loosen the goal, so it is judged against the lower of the two p99s
+    second_bare = measure_bare(paths, args.renditions, args.bare_rounds)
+    print_bare("after the loads", second_bare)
+    bare = min(first_bare, second_bare, key=lambda b: b.p99_ms)
+    bare.p99s_ms = (first_bare.p99_ms, second_bare.p99_ms)
     verdict, why = goal_verdict(results, bare)
     print(f"goal at 70 % (p99 <= 2 x bare p99 + 100 ms): {verdict}: {why}", flush=True)
     print(table(results))
@@ -768,7 +780,8 @@ its scheduled instant and never held back by acknowledgements or outcomes; then 
 most {args.drain_timeout:g} s) for every outcome.
 
 Bare processing time (the floor): {bare.how} in this process, one OpenCV thread, no Kafka, no
-store, no hashing, {bare.renders} renders ({args.bare_rounds} of each photo, after one warm-up):
+store, no hashing, {bare.renders} renders ({args.bare_rounds} of each photo, after one warm-up), measured
+before and after the loads (p99 {" / ".join(f"{p:.1f}" for p in bare.p99s_ms)} ms); the one with the lower p99:
 median **{bare.median_ms:.1f} ms**, p99 **{bare.p99_ms:.1f} ms** (median per photo: {per_photo}).
 
 {table(results)}
