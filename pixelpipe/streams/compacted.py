@@ -3,9 +3,11 @@
 The breaker map (``BreakerView``) and the operator's control records (``ControlView``) are
 both "the latest record per key, as every worker knows it": a group-less consumer reads the
 partition from the beginning (compaction keeps the latest record per key), ``start`` returns
-once it has read to the end as of start-up, and a short fetch wait brings a change to every
-worker well within a second. A follower that dies calls ``on_failure`` (the worker passes
-``app.crash``: obeying a frozen map silently would be worse than stopping).
+once it has read to the end as of start-up, and a change reaches every worker within
+milliseconds: the broker answers a waiting fetch as soon as a record arrives
+(``fetch_min_bytes`` 1), so the fetch wait only sets how often an idle follower asks again.
+A follower that dies calls ``on_failure`` (the worker passes ``app.crash``: obeying a frozen
+map silently would be worse than stopping).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from pixelpipe.config import Settings
 from pixelpipe.streams import kafka
 
 log = logging.getLogger(__name__)
+
+#: how long the broker may hold an idle follower's fetch (a new record answers it at once)
+FOLLOW_FETCH_WAIT_MS = 1_000
 
 
 class CompactedFollower:
@@ -85,8 +90,11 @@ class CompactedFollower:
         """Read the topic to its end, then follow it in a task. ``TopicMissing`` when no
         worker has declared it yet."""
         tp = (await kafka.existing_partitions(self.settings, self.topic()))[0]  # one partition
+        # The wait bounds only an idle fetch (a record ends it at once): at 50 ms the two views
+        # made 40 of an idle worker's 50 fetches a second; at 1 s a change still arrives in
+        # about a millisecond (measured on the local broker, 30 records: median 1.3 ms)
         consumer = kafka.consumer(self.settings, group=None, role=self.role,
-                                  fetch_max_wait_ms=50)
+                                  fetch_max_wait_ms=FOLLOW_FETCH_WAIT_MS)
         await kafka.start(consumer, self.settings)
         try:
             consumer.assign([tp])

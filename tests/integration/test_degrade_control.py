@@ -1,9 +1,9 @@
 """The operator's degradation override on the real broker (issue 10): ``pixelpipe degrade``.
 
 A ``ControlView`` (what every worker runs) follows the control topic while the CLI, a separate
-process, pins ``basic`` for an hour: the view sees it within a second of the record being sent
-(its ``at``), a view started later catches up on it, ``degrade status`` reports it, and
-``degrade auto`` clears it just as fast.
+process, pins ``basic`` for an hour: the view sees it within half a second of the record being
+sent (its ``at``), well inside one of the view's idle fetch waits; a view started later catches
+up on it, ``degrade status`` reports it, and ``degrade auto`` clears it just as fast.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from harness import PipelineEnv, json_lines
 from pixelpipe.policy.degradation import Override
 from pixelpipe.schemas import parse_time
 from pixelpipe.streams.admin import declare_pipeline_topics
+from pixelpipe.streams.compacted import FOLLOW_FETCH_WAIT_MS
 from pixelpipe.streams.control import ControlView
 
 pytestmark = [pytest.mark.broker]
+
+#: a record answers the follower's waiting fetch at once: it must arrive well inside one wait
+WELL_INSIDE_ONE_FETCH_WAIT_S = FOLLOW_FETCH_WAIT_MS / 1000 / 2
 
 
 async def first_seen(view: ControlView, predicate: Callable[[Override | None], bool],
@@ -52,7 +56,7 @@ async def test_degrade_set_reaches_a_following_view_within_a_second_and_auto_cle
         assert b"every worker now serves at basic" in result.stderr
         (sent,) = json_lines(result.stdout)
         delay = await watch - parse_time(sent["at"]).timestamp()
-        assert delay < 1.0, f"the override took {delay:.3f} s to reach the view"
+        assert delay < WELL_INSIDE_ONE_FETCH_WAIT_S, f"the override took {delay:.3f} s"
         override = view.override(time.time())
         assert override == Override("basic", sent["until"], "integration test")
         assert override.until is not None and 3599 < override.until - time.time() <= 3600
@@ -73,7 +77,7 @@ async def test_degrade_set_reaches_a_following_view_within_a_second_and_auto_cle
         result = await asyncio.to_thread(pipeline.cli, "degrade", "auto", "--json")
         (sent,) = json_lines(result.stdout)
         cleared = await watch - parse_time(sent["at"]).timestamp()
-        assert cleared < 1.0, f"clearing took {cleared:.3f} s to reach the view"
+        assert cleared < WELL_INSIDE_ONE_FETCH_WAIT_S, f"clearing took {cleared:.3f} s"
         assert view.records["degrade"]["level"] is None
         (row,) = json_lines(pipeline.cli("degrade", "status", "--json").stdout)
         assert row["level"] == "auto" and row["expired"] is None
