@@ -9,6 +9,7 @@ worker (the event stays unacked and is redelivered), never as a reason to drop t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -64,7 +65,7 @@ from pixelpipe.schemas import (
     utc_now_iso,
 )
 from pixelpipe.storage.base import BlobStore
-from pixelpipe.storage.local import VerifiedHashes, output_key
+from pixelpipe.storage.local import FileKey, VerifiedHashes, file_key, output_key
 from pixelpipe.streams.breaker_view import BreakerView
 from pixelpipe.streams.control import ControlView
 
@@ -88,6 +89,24 @@ class Failed:
 
 
 AttemptResult = Processed | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """An upload's source on local disk: ``key`` is its ``VerifiedHashes`` key as opened;
+    ``verified``: that file was found to have the event's sha256 recently (a retry)."""
+
+    path: Path
+    key: FileKey
+    verified: bool
+
+
+def _check_digest(actual: str, claimed: str) -> None:
+    if actual != claimed:
+        raise ChecksumMismatch(
+            f"source sha256 is {actual[:12]}..., the event says {claimed[:12]}...",
+            processor="fetch",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,12 +185,12 @@ class UploadProcessor:
                 results = await self._cached_all(upload, plans)
             else:
                 with stages.timed("source"):
-                    source_path = await self._check_source(upload)
+                    source = await self._check_source(upload)
                 try:
-                    results = await self._render_all(upload, source_path, plans, level, forced,
+                    results = await self._render_all(upload, source, plans, level, forced,
                                                      attempts)
                 finally:  # an S3 store's downloaded copy may be evicted from now on
-                    self.store.release_source(source_path)
+                    self.store.release_source(source.path)
         except OperationalError:
             raise  # the worker cannot process anything (a broken pool): stop, settle nothing
         except PixelpipeError as error:
@@ -222,7 +241,14 @@ class UploadProcessor:
 
     # ----------------------------------------------------------------- steps
 
-    async def _check_source(self, upload: UploadEvent) -> Path:
+    async def _check_source(self, upload: UploadEvent) -> _Source:
+        """The source on local disk, its size checked against the event and the limit.
+
+        Its sha256 is checked where its bytes are read anyway: by the image process that
+        renders it, before decoding (``ImagePool.run_many(expected_sha256=...)``), so a
+        source is read once, and hashed off this process; here only when nothing renders
+        (``_verify_here``), or not at all when this file, unchanged, was verified recently
+        (``VerifiedHashes``: a retry or replay)."""
         self.faults.check("fetch")
         if self.faults.active and (delay := self.faults.delay_for("fetch")):
             await asyncio.sleep(delay)
@@ -230,7 +256,8 @@ class UploadProcessor:
         path = await asyncio.to_thread(self.store.open_source, upload.source.uri,
                                        max_bytes=self.limits.max_bytes)
         try:
-            size = path.stat().st_size
+            info = path.stat()
+            size = info.st_size
             if upload.source.size > self.limits.max_bytes:
                 raise ImageTooLarge(
                     f"source declares {upload.source.size} bytes; the limit is "
@@ -242,18 +269,28 @@ class UploadProcessor:
                     f"source is {size} bytes, the event says {upload.source.size}",
                     processor="fetch",
                 )
-            # hashlib releases the GIL on large buffers: a thread keeps the event loop free.
-            actual = await asyncio.to_thread(self.hashes.sha256, path)
-            if actual != upload.source.sha256:
-                raise ChecksumMismatch(
-                    f"source sha256 is {actual[:12]}..., the event says "
-                    f"{upload.source.sha256[:12]}...",
-                    processor="fetch",
-                )
+            key = file_key(info)
+            known = self.hashes.known(key)
+            if known is not None:
+                _check_digest(known, upload.source.sha256)
         except BaseException:  # whatever the store it came from, it is not used
             self.store.release_source(path)
             raise
-        return path
+        return _Source(path, key, verified=known is not None)
+
+    async def _verify_here(self, upload: UploadEvent, source: _Source) -> None:
+        """Check the source's sha256 in this process (nothing rendered it)."""
+        with stages.timed("source"):
+            # hashlib releases the GIL on large buffers: a thread keeps the event loop free.
+            actual = await asyncio.to_thread(self.hashes.sha256, source.path)
+        _check_digest(actual, upload.source.sha256)
+
+    def _verified_by_render(self, upload: UploadEvent, source: _Source) -> None:
+        """An image process read the source and found the event's sha256: remember it for a
+        retry, if the file is still the one opened (the same key before and after its read)."""
+        with contextlib.suppress(OSError):
+            if file_key(source.path.stat()) == source.key:
+                self.hashes.remember(source.key, upload.source.sha256)
 
     async def _cached_all(
         self, upload: UploadEvent, plans: Sequence[tuple[RenditionRequest, Sequence[Operation]]],
@@ -270,7 +307,7 @@ class UploadProcessor:
         return results
 
     async def _render_all(
-        self, upload: UploadEvent, source: Path,
+        self, upload: UploadEvent, source: _Source,
         plans: Sequence[tuple[RenditionRequest, Sequence[Operation]]], level: Level = "full",
         forced: bool = False, attempts: int = 1,
     ) -> list[RenditionResult]:
@@ -282,11 +319,18 @@ class UploadProcessor:
         only what is missing.
         """
         served: list[RenditionResult | _Job] = [
-            await self._plan_one(upload, source, rendition, operations, level, forced, attempts)
+            await self._plan_one(upload, source.path, rendition, operations, level, forced,
+                                 attempts)
             for rendition, operations in plans
         ]
         jobs = [(i, job) for i, job in enumerate(served) if isinstance(job, _Job)]
-        outcomes = await self._run_jobs(source, [job for _, job in jobs])
+        expected = None if source.verified else upload.source.sha256
+        outcomes, checked = await self._run_jobs(source.path, [job for _, job in jobs],
+                                                 expected)
+        if checked:
+            self._verified_by_render(upload, source)
+        elif not source.verified:  # nothing read it to render: check it before serving
+            await self._verify_here(upload, source)
         first_error: PixelpipeError | None = None
         for (i, job), outcome in zip(jobs, outcomes, strict=True):
             if isinstance(outcome, PixelpipeError):
@@ -344,8 +388,12 @@ class UploadProcessor:
                 return stored
         return job
 
-    async def _run_jobs(self, source: Path, jobs: Sequence[_Job]) -> list[RenderResult | PixelpipeError]:
-        """Render every job: one pool task for all of them (``ImagePool.run_many``)."""
+    async def _run_jobs(
+        self, source: Path, jobs: Sequence[_Job], expected_sha256: str | None = None,
+    ) -> tuple[list[RenderResult | PixelpipeError], bool]:
+        """Render every job: one pool task for all of them (``ImagePool.run_many``); and
+        whether that task checked the source against ``expected_sha256`` (it raises
+        ``ChecksumMismatch`` for the upload if the source does not match)."""
         outcomes: list[RenderResult | PixelpipeError | None] = [None] * len(jobs)
         to_run: list[int] = []
         for k, job in enumerate(jobs):
@@ -365,24 +413,29 @@ class UploadProcessor:
                 [op.name for k in to_run for op in jobs[k].operations]
             ) if self.faults.active else None
             stages.add("ahead", self.pool.pending)
+            checked = False
             try:
                 with stages.timed("pool"):
                     if len(to_run) == 1:
-                        results = [await self.pool.run(str(source), jobs[to_run[0]].operations,
-                                                       self.limits, fault=fault)]
+                        results = [await self.pool.run(
+                            str(source), jobs[to_run[0]].operations, self.limits, fault=fault,
+                            expected_sha256=expected_sha256)]
                     else:
                         results = await self.pool.run_many(
                             str(source), [jobs[k].operations for k in to_run], self.limits,
-                            fault=fault)
-            except OperationalError:
-                raise
+                            fault=fault, expected_sha256=expected_sha256)
+                checked = expected_sha256 is not None
+            except (OperationalError, ChecksumMismatch):
+                raise  # the worker cannot render / the upload's source is not its own
             except PixelpipeError as error:  # the source, a timeout, a dead process: all
                 results = [error] * len(to_run)
             for k, result in zip(to_run, results, strict=True):
                 outcomes[k] = result
                 if isinstance(result, RenderResult):
                     stages.add("render", sum(result.timings_ms.values()))
-        return [o if o is not None else InternalError("not rendered") for o in outcomes]
+        else:
+            checked = False
+        return [o if o is not None else InternalError("not rendered") for o in outcomes], checked
 
     def _key(self, upload: UploadEvent, job: _Job) -> str:
         return output_key(upload.source.sha256, canonical_spec(job.operations), job.degraded)

@@ -24,15 +24,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Sequence
 from typing import Any, Final
 
 import pebble
 
 from pixelpipe.errors import (
+    ChecksumMismatch,
     InternalError,
     PixelpipeError,
     PoolBroken,
@@ -99,15 +102,38 @@ def _misbehave(fault: str | None) -> None:
         del hog
 
 
+def _checked_source(
+    source_path: str, limits: Limits, expected_sha256: str | None,
+) -> tuple[str | bytes, float]:
+    """What the engine renders from: the path, or, when ``expected_sha256`` is given, the
+    bytes read once (under the byte cap) and found to have that sha256; and the ms it took.
+    A mismatch raises ``ChecksumMismatch`` (processor ``fetch``) before anything is decoded."""
+    if expected_sha256 is None:
+        return source_path, 0.0
+    from pixelpipe.imaging.decode import read_source
+
+    began = time.perf_counter()
+    data = read_source(source_path, limits)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise ChecksumMismatch(
+            f"source sha256 is {actual[:12]}..., the event says {expected_sha256[:12]}...",
+            processor="fetch")
+    return data, (time.perf_counter() - began) * 1000.0
+
+
 def _run_in_child(
     source_path: str, operations: tuple[Operation, ...], limits: Limits,
-    fault: str | None = None,
+    fault: str | None = None, expected_sha256: str | None = None,
 ) -> RenderResult:
     from pixelpipe.imaging.engine import render
 
     try:
         _misbehave(fault)
-        return render(source_path, operations, limits)
+        source, checked_ms = _checked_source(source_path, limits, expected_sha256)
+        result = render(source, operations, limits)
+        _count_as_decode(result, checked_ms)
+        return result
     except WorkerCrashed:
         os._exit(OUT_OF_MEMORY_EXIT)  # see OUT_OF_MEMORY_EXIT
     except MemoryError:
@@ -116,17 +142,28 @@ def _run_in_child(
 
 def _run_many_in_child(
     source_path: str, renditions: tuple[tuple[Operation, ...], ...], limits: Limits,
-    fault: str | None = None,
+    fault: str | None = None, expected_sha256: str | None = None,
 ) -> list[RenderResult | PixelpipeError]:
     from pixelpipe.imaging.engine import render_many
 
     try:
         _misbehave(fault)
-        return render_many(source_path, renditions, limits)
+        source, checked_ms = _checked_source(source_path, limits, expected_sha256)
+        results = render_many(source, renditions, limits)
+        first = next((r for r in results if isinstance(r, RenderResult)), None)
+        if first is not None:
+            _count_as_decode(first, checked_ms)
+        return results
     except WorkerCrashed:
         os._exit(OUT_OF_MEMORY_EXIT)
     except MemoryError:
         os._exit(OUT_OF_MEMORY_EXIT)
+
+
+def _count_as_decode(result: RenderResult, checked_ms: float) -> None:
+    # reading the source was always part of ``decode``; checking its sha256 on the way is too
+    if checked_ms:
+        result.timings_ms["decode"] = result.timings_ms.get("decode", 0.0) + checked_ms
 
 
 class ImagePool:
@@ -187,12 +224,14 @@ class ImagePool:
         operations: Sequence[Operation],
         limits: Limits = DEFAULT_LIMITS,
         fault: str | None = None,
+        expected_sha256: str | None = None,
     ) -> concurrent.futures.Future[RenderResult]:
         """Schedule a render; the returned future raises pebble's raw errors (see :meth:`run`).
         ``fault``: one of ``PROCESS_FAULTS``, for drills."""
         # the child opens the file itself, so megabytes of source never cross a pipe
         future: concurrent.futures.Future[RenderResult] = self._schedule(
-            _run_in_child, (os.fspath(source_path), tuple(operations), limits, fault),
+            _run_in_child,
+            (os.fspath(source_path), tuple(operations), limits, fault, expected_sha256),
             self.task_timeout_s)
         return future
 
@@ -235,13 +274,18 @@ class ImagePool:
         operations: Sequence[Operation],
         limits: Limits = DEFAULT_LIMITS,
         fault: str | None = None,
+        expected_sha256: str | None = None,
     ) -> RenderResult:
         """Render in a worker process; raises only :class:`PixelpipeError` subclasses.
 
-        Cancelling the awaiting task cancels the render (pebble stops its process).
+        ``expected_sha256``: the image process reads the source once and checks it has this
+        sha256 before decoding (``ChecksumMismatch`` otherwise), so the bytes rendered are the
+        bytes checked and the file is read once. Cancelling the awaiting task cancels the
+        render (pebble stops its process).
         """
         result: RenderResult = await self._await(
-            self.submit(source_path, operations, limits, fault), self.task_timeout_s)
+            self.submit(source_path, operations, limits, fault, expected_sha256),
+            self.task_timeout_s)
         return result
 
     async def run_many(
@@ -250,12 +294,15 @@ class ImagePool:
         renditions: Sequence[Sequence[Operation]],
         limits: Limits = DEFAULT_LIMITS,
         fault: str | None = None,
+        expected_sha256: str | None = None,
     ) -> list[RenderResult | PixelpipeError]:
         """Every rendition of one upload in one task from one decode (``engine.render_many``):
         one result or error per rendition. The timeout grows with the renditions; a source
-        that cannot be decoded, a timeout or a dead process raise for them all."""
+        that cannot be decoded or does not have ``expected_sha256`` (see :meth:`run`), a
+        timeout or a dead process raise for them all."""
         timeout = self.task_timeout_s * max(1, len(renditions))
-        args = (os.fspath(source_path), tuple(tuple(ops) for ops in renditions), limits, fault)
+        args = (os.fspath(source_path), tuple(tuple(ops) for ops in renditions), limits, fault,
+                expected_sha256)
         results: list[RenderResult | PixelpipeError] = await self._await(
             self._schedule(_run_many_in_child, args, timeout), timeout)
         return results

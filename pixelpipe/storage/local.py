@@ -71,33 +71,55 @@ class VerifiedHashes:
         self.max_age_s = max_age_s
         self.hits = 0
         self._clock = clock
-        self._known: OrderedDict[tuple[int, ...], tuple[str, float]] = OrderedDict()
+        self._known: OrderedDict[FileKey, tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def sha256(self, path: Path) -> str:
         with path.open("rb") as handle:
-            info = os.fstat(handle.fileno())
-            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            key = file_key(os.fstat(handle.fileno()))
             now = self._clock()
-            with self._lock:
-                known = self._known.get(key)
-                if known is not None and now - known[1] < self.max_age_s:
-                    self._known.move_to_end(key)
-                    self.hits += 1
-                    return known[0]
+            known = self.known(key)
+            if known is not None:
+                return known
             digest = hashlib.sha256()
             while chunk := handle.read(_CHUNK):
                 digest.update(chunk)
             # the file may have changed while we read it: only remember a stable one
-            after = os.fstat(handle.fileno())
+            after = file_key(os.fstat(handle.fileno()))
         value = digest.hexdigest()
-        if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == key[2:]:
-            with self._lock:
-                self._known[key] = (value, now)
-                self._known.move_to_end(key)
-                while len(self._known) > self.capacity:
-                    self._known.popitem(last=False)
+        if after == key:
+            self.remember(key, value, now)
         return value
+
+    def known(self, key: FileKey) -> str | None:
+        """The sha256 remembered for the file with ``key`` (``file_key``), if still fresh."""
+        now = self._clock()
+        with self._lock:
+            known = self._known.get(key)
+            if known is None or now - known[1] >= self.max_age_s:
+                return None
+            self._known.move_to_end(key)
+            self.hits += 1
+            return known[0]
+
+    def remember(self, key: FileKey, sha256: str, at: float | None = None) -> None:
+        """Remember that the file with ``key`` hashed to ``sha256`` (hashed ``at``, clock
+        time; default now). Only for a key taken before the bytes were read and found the
+        same after: a file that changed in between must not be remembered."""
+        with self._lock:
+            self._known[key] = (sha256, self._clock() if at is None else at)
+            self._known.move_to_end(key)
+            while len(self._known) > self.capacity:
+                self._known.popitem(last=False)
+
+
+#: what changes whenever a file's bytes do: (device, inode, size, mtime_ns, ctime_ns)
+FileKey = tuple[int, int, int, int, int]
+
+
+def file_key(info: os.stat_result) -> FileKey:
+    """The ``VerifiedHashes`` key of a file from its ``stat``."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def output_key(source_sha256: str, canonical_spec: str, degradation: str | None = None) -> str:

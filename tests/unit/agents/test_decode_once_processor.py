@@ -45,9 +45,10 @@ class CountingPool:
         return await self.pool.run(*args, **kwargs)  # type: ignore[arg-type]
 
     async def run_many(self, path: str, renditions: list[object], limits: Limits,
-                       fault: str | None = None) -> object:
+                       fault: str | None = None, expected_sha256: str | None = None) -> object:
         self.tasks, self.renditions = self.tasks + 1, self.renditions + len(renditions)
-        return await self.pool.run_many(path, renditions, limits, fault)  # type: ignore[arg-type]
+        return await self.pool.run_many(path, renditions, limits,  # type: ignore[arg-type]
+                                        fault, expected_sha256)
 
 
 async def test_a_failing_rendition_keeps_the_others_and_the_retry_renders_only_it(
