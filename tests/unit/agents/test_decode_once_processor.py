@@ -3,10 +3,8 @@ fails with that rendition's own code, and the retry renders only what is missing
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from test_upload_processor import ORIGIN, photo, png_of, upload_of
 
 from pixelpipe.agents.faults import FaultInjector
@@ -21,13 +19,6 @@ THREE = (
                                            "format:type=png")),
     RenditionRequest(name="c", operations=("resize:width=24", "format:type=webp")),
 )
-
-
-@pytest.fixture(scope="module")
-async def pool() -> AsyncIterator[ImagePool]:
-    pool = ImagePool(workers=1, task_timeout_s=20, max_tasks_per_child=50, memory_limit_mb=2048)
-    yield pool
-    await pool.aclose(timeout=5)
 
 
 class CountingPool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,6 @@ from pixelpipe.agents.telemetry import TelemetryReporter
 from pixelpipe.agents.upload_processor import Failed, Processed, UploadProcessor
 from pixelpipe.imaging import ImagePool, Limits
 from pixelpipe.storage.local import LocalBlobStore, StoredBlob
-
-
-@pytest.fixture(scope="module")
-async def pool() -> AsyncIterator[ImagePool]:
-    pool = ImagePool(workers=1, task_timeout_s=20, max_tasks_per_child=50, memory_limit_mb=2048)
-    yield pool
-    await pool.aclose(timeout=5)
 
 
 class RecordingPool:
@@ -54,6 +46,16 @@ class RecordingPool:
         return await self.pool.run_many(path, renditions, limits, fault, expected_sha256)
 
 
+def recorded(tmp_path: Path, pool: ImagePool, **options: Any,
+             ) -> tuple[StoredBlob, RecordingPool, UploadProcessor]:
+    """A photo's source in a store under ``tmp_path``, and a processor on a recording pool."""
+    store = LocalBlobStore(tmp_path)
+    source = store.put_source(png_of(photo()))
+    recording = RecordingPool(pool)
+    return source, recording, UploadProcessor(store, recording, Limits(),  # type: ignore[arg-type]
+                                              **options)
+
+
 def outputs(root: Path) -> list[Path]:
     return sorted((root / "outputs").rglob("*.*")) if (root / "outputs").exists() else []
 
@@ -70,10 +72,7 @@ def rewrite_same_size(blob: StoredBlob) -> None:
 async def test_the_image_process_checks_the_source_and_a_retry_is_not_hashed_again(
     tmp_path: Path, pool: ImagePool
 ) -> None:
-    store = LocalBlobStore(tmp_path)
-    source = store.put_source(png_of(photo()))
-    recording = RecordingPool(pool)
-    processor = UploadProcessor(store, recording, Limits())  # type: ignore[arg-type]
+    source, recording, processor = recorded(tmp_path, pool)
 
     first = await processor.process(upload_of(source), ORIGIN)
     assert isinstance(first, Processed), first
@@ -90,10 +89,7 @@ async def test_the_image_process_checks_the_source_and_a_retry_is_not_hashed_aga
 async def test_a_file_changed_after_it_was_verified_is_caught(
     tmp_path: Path, pool: ImagePool
 ) -> None:
-    store = LocalBlobStore(tmp_path)
-    source = store.put_source(png_of(photo()))
-    recording = RecordingPool(pool)
-    processor = UploadProcessor(store, recording, Limits())  # type: ignore[arg-type]
+    source, recording, processor = recorded(tmp_path, pool)
     assert isinstance(await processor.process(upload_of(source), ORIGIN), Processed)
     stored = outputs(tmp_path)
 
@@ -109,12 +105,8 @@ async def test_a_file_changed_after_it_was_verified_is_caught(
 async def test_a_mismatch_found_by_the_image_process_fails_the_upload_and_blames_nothing(
     tmp_path: Path, pool: ImagePool, renditions: Any
 ) -> None:
-    store = LocalBlobStore(tmp_path)
-    source = store.put_source(png_of(photo()))
     topic = FakeTopic()
-    recording = RecordingPool(pool)
-    processor = UploadProcessor(store, recording, Limits(),  # type: ignore[arg-type]
-                                reporter=TelemetryReporter(topic))
+    source, recording, processor = recorded(tmp_path, pool, reporter=TelemetryReporter(topic))
 
     result = await processor.process(upload_of(source, sha256="0" * 64, renditions=renditions),
                                      ORIGIN)
@@ -130,12 +122,8 @@ async def test_a_mismatch_found_by_the_image_process_fails_the_upload_and_blames
 async def test_an_upload_served_without_rendering_is_checked_in_the_worker(
     tmp_path: Path, pool: ImagePool
 ) -> None:
-    store = LocalBlobStore(tmp_path)
-    source = store.put_source(png_of(photo()))
-    recording = RecordingPool(pool)
     # an operator forced emergency: every rendition is the original, nothing is rendered
-    processor = UploadProcessor(store, recording, Limits(),  # type: ignore[arg-type]
-                                levels=lambda: ("emergency", True))
+    source, recording, processor = recorded(tmp_path, pool, levels=lambda: ("emergency", True))
 
     wrong = await processor.process(upload_of(source, sha256="0" * 64), ORIGIN)
     assert isinstance(wrong, Failed) and wrong.error.code == "checksum_mismatch", wrong

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
-import pytest
 
 from pixelpipe.agents.faults import FaultInjector
 from pixelpipe.agents.telemetry import TelemetryReporter
@@ -99,13 +97,6 @@ class BrokenStore(LocalBlobStore):
     def put_output(self, key: str, extension: str, data: bytes) -> StoredBlob:
         self.put_attempts += 1
         raise StorageUnavailable("disk full", processor="store")
-
-
-@pytest.fixture(scope="module")
-async def pool() -> AsyncIterator[ImagePool]:
-    pool = ImagePool(workers=1, task_timeout_s=20, max_tasks_per_child=50, memory_limit_mb=2048)
-    yield pool
-    await pool.aclose(timeout=5)
 
 
 def processor_for(store: LocalBlobStore, pool: ImagePool, topic: FakeTopic | None = None,

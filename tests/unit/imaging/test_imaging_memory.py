@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,29 +14,21 @@ from pixelpipe.imaging.memory import keep_freed_buffers
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
-# an upload's worth of buffers (a 6 MP decode and a 1600 px rendition), made and freed ten
-# times; prints the page faults those ten cost
-_CYCLES = """
-import resource, sys
-import numpy as np
+# in a fresh interpreter: ten uploads' page faults (see _faults_over_uploads), with or without
+_FRESH = """
+import sys
+sys.path.insert(0, sys.argv[2])
 if sys.argv[1] == "kept":
     from pixelpipe.imaging.memory import keep_freed_buffers
     assert keep_freed_buffers()
-def upload():
-    decoded = np.ones((2000, 3008, 3), np.uint8)  # every page written
-    rendition = np.ones((1064, 1600, 3), np.uint8)
-    del decoded, rendition
-upload()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
-    upload()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+from test_imaging_memory import _faults_over_uploads
+print(_faults_over_uploads())
 """
 
 
 def _page_faults(mode: str) -> int:
-    done = subprocess.run([sys.executable, "-c", _CYCLES, mode], capture_output=True,
-                          text=True, check=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", _FRESH, mode, str(Path(__file__).parent)],
+                          capture_output=True, text=True, check=True, timeout=60)
     return int(done.stdout.strip())
 
 
@@ -54,7 +47,8 @@ def test_glibc_takes_both_thresholds() -> None:
 
 
 def _faults_over_uploads() -> int:
-    """In a pool child: the page faults of ten uploads' worth of buffers."""
+    """The page faults of ten uploads' worth of buffers (a 6 MP decode and a 1600 px
+    rendition, each page written), made and freed after one upload to warm up."""
     import resource
 
     import numpy as np
