@@ -329,7 +329,9 @@ class UploadProcessor:
                                                  expected)
         if checked:
             self._verified_by_render(upload, source)
-        elif not source.verified:  # nothing read it to render: check it before serving
+        elif not source.verified:
+            # nothing read it to render (or the task failed without saying whether it had
+            # checked it: a corrupt image, a timeout): check it before serving or failing
             await self._verify_here(upload, source)
         first_error: PixelpipeError | None = None
         for (i, job), outcome in zip(jobs, outcomes, strict=True):
