@@ -16,7 +16,8 @@ buffers for the next upload (see :mod:`pixelpipe.imaging.memory`), and caps its 
 Error mapping: a task past ``task_timeout_s`` -> ``ProcessingTimeout`` (the process is killed
 and replaced); a child that dies (signal, OOM killer) or runs out of memory under its cap ->
 ``WorkerCrashed``; a :class:`PixelpipeError` raised in the child arrives as the same class
-with the same ``processor``.
+with the same ``processor``; a source without the ``expected_sha256`` a task was given ->
+``ChecksumMismatch`` (processor ``fetch``), raised before anything is decoded.
 """
 
 from __future__ import annotations
