@@ -463,7 +463,7 @@ class Settings:
         else:
             _read(env, ENV_DATA, values, "data_dir", Path)
         # the standard AWS endpoint variables, from the same mapping, when ours is not set
-        # (most specific first: the later read wins)
+        # (least specific first: each later read wins)
         _read(env, ENV_AWS_ENDPOINT_URL, values, "s3_endpoint", str)
         _read(env, ENV_AWS_ENDPOINT_URL_S3, values, "s3_endpoint", str)
         _read(env, ENV_S3_ENDPOINT, values, "s3_endpoint", str)

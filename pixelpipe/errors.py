@@ -149,6 +149,12 @@ class ChecksumMismatch(TransientError):
 
     code = "checksum_mismatch"
 
+    @classmethod
+    def of_source(cls, actual: str, claimed: str) -> ChecksumMismatch:
+        """A source whose bytes hash to ``actual`` where its event says ``claimed``."""
+        return cls(f"source sha256 is {actual[:12]}..., the event says {claimed[:12]}...",
+                   processor="fetch")
+
 
 class SourceMissing(TransientError):
     code = "source_missing"

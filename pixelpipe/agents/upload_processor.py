@@ -103,10 +103,7 @@ class _Source:
 
 def _check_digest(actual: str, claimed: str) -> None:
     if actual != claimed:
-        raise ChecksumMismatch(
-            f"source sha256 is {actual[:12]}..., the event says {claimed[:12]}...",
-            processor="fetch",
-        )
+        raise ChecksumMismatch.of_source(actual, claimed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +394,7 @@ class UploadProcessor:
         whether that task checked the source against ``expected_sha256`` (it raises
         ``ChecksumMismatch`` for the upload if the source does not match)."""
         outcomes: list[RenderResult | PixelpipeError | None] = [None] * len(jobs)
+        checked = False
         to_run: list[int] = []
         for k, job in enumerate(jobs):
             try:
@@ -415,7 +413,6 @@ class UploadProcessor:
                 [op.name for k in to_run for op in jobs[k].operations]
             ) if self.faults.active else None
             stages.add("ahead", self.pool.pending)
-            checked = False
             try:
                 with stages.timed("pool"):
                     if len(to_run) == 1:
@@ -435,8 +432,6 @@ class UploadProcessor:
                 outcomes[k] = result
                 if isinstance(result, RenderResult):
                     stages.add("render", sum(result.timings_ms.values()))
-        else:
-            checked = False
         return [o if o is not None else InternalError("not rendered") for o in outcomes], checked
 
     def _key(self, upload: UploadEvent, job: _Job) -> str:

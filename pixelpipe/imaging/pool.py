@@ -117,9 +117,7 @@ def _checked_source(
     data = read_source(source_path, limits)
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
-        raise ChecksumMismatch(
-            f"source sha256 is {actual[:12]}..., the event says {expected_sha256[:12]}...",
-            processor="fetch")
+        raise ChecksumMismatch.of_source(actual, expected_sha256)
     return data, (time.perf_counter() - began) * 1000.0
 
 

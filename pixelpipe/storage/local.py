@@ -77,7 +77,6 @@ class VerifiedHashes:
     def sha256(self, path: Path) -> str:
         with path.open("rb") as handle:
             key = file_key(os.fstat(handle.fileno()))
-            now = self._clock()
             known = self.known(key)
             if known is not None:
                 return known
@@ -88,7 +87,7 @@ class VerifiedHashes:
             after = file_key(os.fstat(handle.fileno()))
         value = digest.hexdigest()
         if after == key:
-            self.remember(key, value, now)
+            self.remember(key, value)
         return value
 
     def known(self, key: FileKey) -> str | None:
@@ -102,12 +101,12 @@ class VerifiedHashes:
             self.hits += 1
             return known[0]
 
-    def remember(self, key: FileKey, sha256: str, at: float | None = None) -> None:
-        """Remember that the file with ``key`` hashed to ``sha256`` (hashed ``at``, clock
-        time; default now). Only for a key taken before the bytes were read and found the
-        same after: a file that changed in between must not be remembered."""
+    def remember(self, key: FileKey, sha256: str) -> None:
+        """Remember that the file with ``key`` hashed to ``sha256``. Only for a key taken
+        before the bytes were read and found the same after: a file that changed in between
+        must not be remembered."""
         with self._lock:
-            self._known[key] = (sha256, self._clock() if at is None else at)
+            self._known[key] = (sha256, self._clock())
             self._known.move_to_end(key)
             while len(self._known) > self.capacity:
                 self._known.popitem(last=False)

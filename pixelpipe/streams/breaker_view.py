@@ -3,9 +3,9 @@
 A group-less aiokafka consumer reads the one partition from the beginning (the latest record
 per processor survives compaction), so every worker sees every state change, and a worker
 that starts catches up before it runs anything (``start`` returns once it has read to the end
-as of start-up). A change reaches every worker within milliseconds: the broker answers a
-waiting fetch as soon as a record arrives. This is the "tail the topic" option of FAUST-NOTES.md: a faust GlobalTable would hold
-remote updates in a 1,000-event recovery buffer (faust-streaming issue 283).
+as of start-up); a change reaches every worker within milliseconds (``CompactedFollower``).
+This is the "tail the topic" option of FAUST-NOTES.md: a faust GlobalTable would hold remote
+updates in a 1,000-event recovery buffer (faust-streaming issue 283).
 
 ``decide(processor)`` is what a worker obeys before running a processor: ``allow`` or
 ``refuse``. In HALF_OPEN each worker lets ``half_open_calls`` trial calls through per episode.

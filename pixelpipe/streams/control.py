@@ -5,8 +5,9 @@
 ``level: null`` for auto. Every worker follows that topic with a ``ControlView``, as it follows
 the breaker topic with a ``BreakerView``: a group-less consumer reads the partition from the
 beginning (compaction keeps the latest record per key), ``start`` returns once it has read to
-the end as of start-up, and a change reaches every worker within milliseconds (the broker
-answers a waiting fetch as soon as a record arrives). ``override(now)`` is what the ladder obeys (``policy.degradation.Override``).
+the end as of start-up, and a change reaches every worker within milliseconds
+(``CompactedFollower``). ``override(now)`` is what the ladder obeys
+(``policy.degradation.Override``).
 
 No faust here: the CLI and tests use it without a worker.
 """
