@@ -64,7 +64,7 @@ from pixelpipe.schemas import (
     original_of,
     utc_now_iso,
 )
-from pixelpipe.storage.base import BlobStore
+from pixelpipe.storage.base import BlobStore, StoredInfo
 from pixelpipe.storage.local import FileKey, VerifiedHashes, file_key, output_key
 from pixelpipe.streams.breaker_view import BreakerView
 from pixelpipe.streams.control import ControlView
@@ -249,9 +249,11 @@ class UploadProcessor:
         self.faults.check("fetch")
         if self.faults.active and (delay := self.faults.delay_for("fetch")):
             await asyncio.sleep(delay)
-        # a thread: the S3 store downloads here (the local store only stats the file)
-        path = await asyncio.to_thread(self.store.open_source, upload.source.uri,
-                                       max_bytes=self.limits.max_bytes)
+        if self.store.opens_in_place:  # a stat: cheaper here than a thread hop
+            path = self.store.open_source(upload.source.uri, max_bytes=self.limits.max_bytes)
+        else:  # the S3 store downloads here
+            path = await asyncio.to_thread(self.store.open_source, upload.source.uri,
+                                           max_bytes=self.limits.max_bytes)
         try:
             info = path.stat()
             size = info.st_size
@@ -330,19 +332,23 @@ class UploadProcessor:
             # nothing read it to render (or the task failed without saying whether it had
             # checked it: a corrupt image, a timeout): check it before serving or failing
             await self._verify_here(upload, source)
-        first_error: PixelpipeError | None = None
+        errors: dict[int, PixelpipeError] = {}  # by rendition: the first one is the upload's
+        rendered: list[tuple[int, _Job, RenderResult]] = []
         for (i, job), outcome in zip(jobs, outcomes, strict=True):
             if isinstance(outcome, PixelpipeError):
                 await self._report_failure(outcome)
-                first_error = first_error or outcome
+                errors[i] = outcome
                 continue
             await self._report_success(outcome)
-            try:
-                served[i] = await self._store(upload, job, outcome)
-            except PixelpipeError as error:
-                first_error = first_error or error
-        if first_error is not None:
-            raise first_error
+            rendered.append((i, job, outcome))
+        stored = await self._store_all(upload, [(job, result) for _, job, result in rendered])
+        for (i, _, _), result in zip(rendered, stored, strict=True):
+            if isinstance(result, PixelpipeError):
+                errors[i] = result
+            else:
+                served[i] = result
+        if errors:
+            raise errors[min(errors)]
         return [r for r in served if isinstance(r, RenditionResult)]
 
     async def _plan_one(
@@ -437,31 +443,56 @@ class UploadProcessor:
     def _key(self, upload: UploadEvent, job: _Job) -> str:
         return output_key(upload.source.sha256, canonical_spec(job.operations), job.degraded)
 
-    async def _store(self, upload: UploadEvent, job: _Job, result: RenderResult) -> RenditionResult:
-        began = time.perf_counter()
-        try:
-            self.faults.check("store")
-            stored = await asyncio.to_thread(
-                self.store.put_output, self._key(upload, job), output_extension(result.format),
-                result.data,
-            )
-        except PixelpipeError as error:
-            await self._report_failure(error)
-            raise
-        elapsed_ms = (time.perf_counter() - began) * 1000
-        stages.add("store", elapsed_ms)
-        await self.reporter.report("store", ok=True, duration_ms=elapsed_ms)
-        return RenditionResult(
-            name=job.rendition.name,
-            uri=stored.uri,
-            sha256=stored.sha256,
-            size=stored.size,
-            width=result.width,
-            height=result.height,
-            format=result.format,
-            degraded=job.degraded,
-            skipped=job.skipped + tuple(result.skipped),
-        )
+    async def _store_all(
+        self, upload: UploadEvent, rendered: Sequence[tuple[_Job, RenderResult]],
+    ) -> list[RenditionResult | PixelpipeError]:
+        """Write every rendered output, in **one** thread hop for the upload (each hop costs
+        this process more CPU than a small write; ``benchmarks/pipeline/RESULTS.md``): per
+        output its stored result or its own error, so one failed write loses no other."""
+        writes: list[tuple[str, str, bytes] | PixelpipeError] = []
+        for job, result in rendered:
+            try:
+                self.faults.check("store")
+            except PixelpipeError as error:
+                writes.append(error)
+                continue
+            writes.append((self._key(upload, job), output_extension(result.format), result.data))
+
+        def put_all() -> list[tuple[StoredInfo | PixelpipeError, float]]:
+            done: list[tuple[StoredInfo | PixelpipeError, float]] = []
+            for write in writes:
+                if isinstance(write, PixelpipeError):
+                    done.append((write, 0.0))
+                    continue
+                began = time.perf_counter()
+                try:
+                    done.append((self.store.put_output(*write),
+                                 (time.perf_counter() - began) * 1000))
+                except PixelpipeError as error:
+                    done.append((error, 0.0))
+            return done
+
+        written = await asyncio.to_thread(put_all) if rendered else []
+        results: list[RenditionResult | PixelpipeError] = []
+        for (job, result), (stored, elapsed_ms) in zip(rendered, written, strict=True):
+            if isinstance(stored, PixelpipeError):
+                await self._report_failure(stored)
+                results.append(stored)
+                continue
+            stages.add("store", elapsed_ms)
+            await self.reporter.report("store", ok=True, duration_ms=elapsed_ms)
+            results.append(RenditionResult(
+                name=job.rendition.name,
+                uri=stored.uri,
+                sha256=stored.sha256,
+                size=stored.size,
+                width=result.width,
+                height=result.height,
+                format=result.format,
+                degraded=job.degraded,
+                skipped=job.skipped + tuple(result.skipped),
+            ))
+        return results
 
     def _decide(self, processor: str) -> str:
         return "allow" if self.breakers is None else self.breakers.decide(processor)

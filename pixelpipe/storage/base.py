@@ -10,6 +10,10 @@ The image pool's child processes open a source by its **file path**, so ``open_s
 returns a local path for both: the local store's own file, or the S3 store's verified download
 in a cache under the worker's state directory. ``release_source`` tells the store the caller
 is done with that path (a no-op for the local store; the S3 cache may then evict it).
+
+``opens_in_place`` says whether ``open_source`` only looks at a file already on this machine
+(the local store: one ``stat``) and so may be called on the event loop: a thread hop costs
+the worker more CPU than that ``stat`` (measured in ``benchmarks/pipeline/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ class StoredInfo(Protocol):
 @runtime_checkable
 class BlobStore(Protocol):
     """The content-addressed claim-check store (see ``local.py`` for the layout)."""
+
+    #: ``open_source`` never downloads or reads: cheap enough for the event loop
+    opens_in_place: bool
 
     def source_uri(self, sha256: str) -> str:
         """The URI of the source whose bytes have this sha256."""

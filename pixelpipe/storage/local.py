@@ -130,6 +130,9 @@ def output_key(source_sha256: str, canonical_spec: str, degradation: str | None 
 class LocalBlobStore:
     """A directory of blobs. Thread-safe for concurrent writers of the same key (rename wins)."""
 
+    #: ``open_source`` resolves and stats a file of this directory: no download, no read
+    opens_in_place = True
+
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
 

@@ -318,6 +318,9 @@ class S3BlobStore:
 
     Blocking methods, safe from many threads at once (the callers' ``asyncio.to_thread``)."""
 
+    #: ``open_source`` may download the source
+    opens_in_place = False
+
     def __init__(self, location: S3Location, *, cache_dir: Path, cache_bytes: int = 1 << 30,
                  endpoint: str = "", timeout_s: float = 30.0, retries: int = 3,
                  access_key_id: str = "", secret_access_key: str = "", session_token: str = "",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,47 @@ async def test_a_store_failure_fails_retryable_and_reports_the_store(
     failures = [body for body in topic.sent if not body["ok"]]
     assert failures and {body["processor"] for body in failures} == {"store"}
     assert {body["code"] for body in failures} == {"storage_unavailable"}
+
+
+class WebpWritesFail(LocalBlobStore):
+    """Every write but the WebP outputs' succeeds (a bad disk block, say); counts threads."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.writes: list[tuple[str, int]] = []  # (extension, thread id)
+
+    def put_output(self, key: str, extension: str, data: bytes) -> StoredBlob:
+        self.writes.append((extension, threading.get_ident()))
+        if extension == "webp":
+            raise StorageUnavailable("bad block", processor="store")
+        return super().put_output(key, extension, data)
+
+
+async def test_one_failed_output_write_keeps_the_others_and_the_retry_writes_only_it(
+    tmp_path: Path, pool: ImagePool
+) -> None:
+    store = WebpWritesFail(tmp_path)
+    source = store.put_source(png_of(photo()))
+    topic = FakeTopic()
+    processor = processor_for(store, pool, topic)
+
+    failed = await processor.process(upload_of(source), ORIGIN)
+
+    assert isinstance(failed, Failed), failed
+    assert failed.error.code == "storage_unavailable" and failed.error.retryable is True
+    assert [extension for extension, _ in store.writes] == ["jpg", "webp"]
+    # both writes of the upload in one thread hop, off the event loop's thread
+    assert len({thread for _, thread in store.writes}) == 1
+    assert store.writes[0][1] != threading.get_ident()
+    assert [p.suffix for p in (tmp_path / "outputs").rglob("*.*")] == [".jpg"]
+    await processor.reporter.flush()
+    assert [b["calls"] for b in sent_for(topic, "store") if b["ok"]] == [1]  # the jpg's write
+    assert [b["code"] for b in sent_for(topic, "store") if not b["ok"]] == ["storage_unavailable"]
+
+    store.writes.clear()
+    again = await processor.process(upload_of(source), ORIGIN, attempts=2)
+    assert isinstance(again, Failed)
+    assert [extension for extension, _ in store.writes] == ["webp"]  # the jpg is served stored
 
 
 async def test_an_injected_store_fault_fails_retryable_then_the_next_upload_succeeds(
