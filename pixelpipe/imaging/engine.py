@@ -150,7 +150,7 @@ def render(
     with clock.stage("encode"):
         out = encode(image, kind, options)
     with clock.stage("verify"):
-        verify(out, kind, final_w, final_h)
+        verify(out, kind, final_w, final_h, image)
     return RenderResult(out, kind, final_w, final_h, clock.timings)
 
 
@@ -302,7 +302,7 @@ def _finish(image: Image, member: _Member, start: int,
         with clock.stage("encode"):
             out = encode(image, kind, options)
         with clock.stage("verify"):
-            verify(out, kind, final_w, final_h)
+            verify(out, kind, final_w, final_h, image)
     except WorkerCrashed:
         raise  # out of memory: the process leaves (see pool)
     except PixelpipeError as error:
