@@ -89,15 +89,20 @@ class FakeTopic:
 
 
 class BrokenStore(LocalBlobStore):
-    """Sources read fine; every output write fails as a full or unmounted disk would."""
+    """Sources read fine; output writes of the ``failing`` extensions (default: every one)
+    fail as a full or unmounted disk, or a bad block, would. Records each write's extension
+    and thread."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, failing: tuple[str, ...] | None = None) -> None:
         super().__init__(root)
-        self.put_attempts = 0
+        self.failing = failing
+        self.writes: list[tuple[str, int]] = []  # (extension, thread id)
 
     def put_output(self, key: str, extension: str, data: bytes) -> StoredBlob:
-        self.put_attempts += 1
-        raise StorageUnavailable("disk full", processor="store")
+        self.writes.append((extension, threading.get_ident()))
+        if self.failing is None or extension in self.failing:
+            raise StorageUnavailable("disk full", processor="store")
+        return super().put_output(key, extension, data)
 
 
 def processor_for(store: LocalBlobStore, pool: ImagePool, topic: FakeTopic | None = None,
@@ -202,30 +207,16 @@ async def test_a_store_failure_fails_retryable_and_reports_the_store(
     assert isinstance(result.error, StorageUnavailable)
     assert result.error.code == "storage_unavailable" and result.error.retryable is True
     assert result.error.processor == "store"
-    assert store.put_attempts >= 1
+    assert store.writes
     failures = [body for body in topic.sent if not body["ok"]]
     assert failures and {body["processor"] for body in failures} == {"store"}
     assert {body["code"] for body in failures} == {"storage_unavailable"}
 
 
-class WebpWritesFail(LocalBlobStore):
-    """Every write but the WebP outputs' succeeds (a bad disk block, say); counts threads."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.writes: list[tuple[str, int]] = []  # (extension, thread id)
-
-    def put_output(self, key: str, extension: str, data: bytes) -> StoredBlob:
-        self.writes.append((extension, threading.get_ident()))
-        if extension == "webp":
-            raise StorageUnavailable("bad block", processor="store")
-        return super().put_output(key, extension, data)
-
-
 async def test_one_failed_output_write_keeps_the_others_and_the_retry_writes_only_it(
     tmp_path: Path, pool: ImagePool
 ) -> None:
-    store = WebpWritesFail(tmp_path)
+    store = BrokenStore(tmp_path, failing=("webp",))
     source = store.put_source(png_of(photo()))
     topic = FakeTopic()
     processor = processor_for(store, pool, topic)
