@@ -51,6 +51,9 @@ from pixelpipe.streams.topics import uploads_topic
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
+#: how often the owned partitions' log ends are asked of the broker, and how long it may take
+LOG_END_INTERVAL_S = 1.0
+LOG_END_TIMEOUT_S = 2.0
 #: a hand-off is picked up at once (the channel holds at most ``max_inflight``); far past this,
 #: it was lost on the way and the partition is re-read
 START_WITHIN_S = 60.0
@@ -153,6 +156,8 @@ class UploadFeed:
         self._capacity = asyncio.Event()
         #: per partition: the offset after the last record handed out (for lag)
         self._next_offset: dict[TopicPartition, int] = {}
+        #: per partition: the log end the broker last answered (for lag); see _learn_log_ends
+        self._log_end: dict[TopicPartition, int] = {}
         #: record timestamps (ms) of what is handed out and not settled (for lag in seconds)
         self._timestamps: dict[Ticket[TopicPartition], int] = {}
         self._commit_lock = asyncio.Lock()
@@ -204,11 +209,13 @@ class UploadFeed:
         await kafka.start(consumer, self.settings)
         consumer.subscribe([self.topic], listener=_Listener(self))
         committer = asyncio.create_task(self._commit_loop())
+        ends = asyncio.create_task(self._log_end_loop())
         try:
             while True:
                 await self._step(consumer)
         finally:
             committer.cancel()
+            ends.cancel()
             await self._drain_and_commit(self.ledger.partitions, REVOKE_DRAIN_S)
             await consumer.stop()
 
@@ -321,6 +328,8 @@ class UploadFeed:
         """Before the group moves ``revoked`` elsewhere: settle and commit what we can."""
         await self._drain_and_commit(set(revoked), REVOKE_DRAIN_S)
         dropped = self.ledger.revoke(set(revoked))
+        for tp in revoked:
+            self._log_end.pop(tp, None)
         for offset in dropped[:20]:
             log.warning("uploads revoked with a record unsettled (offset %d); its new owner "
                         "reads it again", offset)
@@ -375,6 +384,40 @@ class UploadFeed:
             with contextlib.suppress(TimeoutError, *kafka.CONNECT_ERRORS):
                 self._next_offset[tp] = await asyncio.wait_for(consumer.position(tp), 0.5)
 
+    async def _log_end_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_END_INTERVAL_S)
+            await self._learn_log_ends()
+
+    async def _learn_log_ends(self) -> None:
+        """For lag: ask the broker where the owned partitions end (one ListOffsets request).
+
+        The consumer's ``highwater`` is not enough: it is the log end of the partition's last
+        fetch, and aiokafka's fetcher does not fetch a partition again while records of it are
+        still buffered (``Fetcher._get_actions_per_node``). A worker behind a growing backlog
+        always has records buffered, so uploads published since its last fetch went uncounted
+        and the lag, the health it drives and the alerts on it all read low. Bounded: a broker
+        that does not answer leaves the last known ends and never holds the loop long.
+        """
+        consumer, owned = self.consumer, sorted(self.ledger.partitions)
+        if consumer is None or not owned:
+            return
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(owned), LOG_END_TIMEOUT_S)
+        except (TimeoutError, KafkaError, *kafka.CONNECT_ERRORS) as exc:
+            log.debug("uploads log ends not learnt this time (%r)", exc)
+            return
+        for tp, end in ends.items():
+            if tp in self.ledger.partitions:
+                self._log_end[tp] = end
+        for tp in set(self._log_end) - self.ledger.partitions:
+            del self._log_end[tp]
+
+    def _end(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+        """The newest log end known for ``tp``: the last fetch's or the broker's last answer."""
+        ends = [e for e in (consumer.highwater(tp), self._log_end.get(tp)) if e is not None]
+        return max(ends, default=None)
+
     def _recover_holes(self) -> None:
         consumer = self.consumer
         stalls = self.ledger.stalls(self.clock(), start_within_s=START_WITHIN_S,
@@ -396,7 +439,7 @@ class UploadFeed:
 
     def lag(self, now: float) -> tuple[int, float]:
         """(records, seconds) behind over the partitions this worker owns: records not yet
-        settled plus those not yet fetched (log end from the last fetch), and the age of the
+        settled plus those not yet fetched (up to the newest log end known), and the age of the
         oldest record handed out and not settled (``now`` is wall-clock seconds)."""
         for ticket in [t for t in self._timestamps if not self.ledger.is_current(t)]:
             del self._timestamps[ticket]  # revoked or re-read meanwhile
@@ -404,7 +447,7 @@ class UploadFeed:
         consumer = self.consumer
         if consumer is not None:
             for tp in self.ledger.partitions:
-                end = consumer.highwater(tp)
+                end = self._end(consumer, tp)
                 fetched = self._next_offset.get(tp)
                 if end is not None and fetched is not None:
                     behind += max(0, end - fetched)
@@ -423,7 +466,7 @@ class UploadFeed:
         for tp in self.ledger.partitions:
             behind = self.ledger.in_flight({tp})
             if consumer is not None:
-                end, fetched = consumer.highwater(tp), self._next_offset.get(tp)
+                end, fetched = self._end(consumer, tp), self._next_offset.get(tp)
                 if end is not None and fetched is not None:
                     behind += max(0, end - fetched)
             first = oldest.get(tp.partition)

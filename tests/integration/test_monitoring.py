@@ -17,11 +17,11 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import PipelineEnv, read_to_end, wait_until
+from harness import PipelineEnv, read_to_end, wait_for_records, wait_until
 from images import mixed_images
 
 from pixelpipe.streams.client import Publisher
-from pixelpipe.streams.topics import alerts_topic
+from pixelpipe.streams.topics import alerts_topic, processed_topic
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -82,6 +82,12 @@ async def publish_steadily(pipeline: PipelineEnv, sources: list[Path], rate: flo
             i += 1
             await asyncio.sleep(max(0.0, began + i / rate - time.monotonic()))
     return ids
+
+
+async def publish_many(pipeline: PipelineEnv, sources: list[Path], count: int) -> None:
+    async with Publisher(pipeline.settings()) as publisher:
+        for i in range(count):
+            await publisher.publish_bytes(sources[i % len(sources)].read_bytes(), SMALL)
 
 
 def live_dashboard(worker: Any, tmp_path: Path, expect_text: dict[str, str]) -> None:
@@ -167,8 +173,15 @@ def test_a_steadily_declining_health_fires_the_prediction_before_the_threshold(
     )
     try:
         asyncio.run(publish_steadily(pipeline, sources, rate=6, seconds=55))
-        wait_until(lambda: any(e["rule"] == "health_low" for e in alert_events(pipeline)), 60,
-                   "health to fall below 0.5")
+        try:
+            wait_until(lambda: any(e["rule"] == "health_low" for e in alert_events(pipeline)),
+                       60, "health to fall below 0.5")
+        except AssertionError as exc:  # say what the cluster did instead
+            workers = [(w["health"], w["lag"], w["pressures"])
+                       for w in status_json(pipeline)["workers"]]
+            alerts = [(e["rule"], e["state"]) for e in alert_events(pipeline)]
+            raise AssertionError(f"{exc}; workers (health, lag, pressures): {workers}; "
+                                 f"alerts: {alerts}") from None
         first: dict[str, dict[str, Any]] = {}
         for event in alert_events(pipeline):
             if event["state"] == "firing":
@@ -180,6 +193,49 @@ def test_a_steadily_declining_health_fires_the_prediction_before_the_threshold(
         now_health = float(predicted["summary"].rsplit("now ", 1)[1])
         assert now_health > 0.7, predicted
         assert crossed["severity"] == "critical"
+    finally:
+        worker.stop()
+
+
+def test_a_workers_own_lag_counts_uploads_published_after_its_consumer_buffered_a_backlog(
+    pipeline: PipelineEnv, tmp_path: Path
+) -> None:
+    """The lag a worker reports (and its health and the alerts are computed from) against
+    the group's lag an operator reads from the broker (``status``: log end - committed).
+
+    aiokafka does not fetch a partition again while records of it are still buffered, so a
+    worker that took its log ends from its last fetch missed every upload published since:
+    24 uploads buffered, 24 more published, and the worker said about 24 where the broker
+    said 48 until its buffers drained, one upload a second.
+    """
+    sources = [img.path for img in mixed_images(tmp_path / "src", 4, max_side=200)
+               if img.path.suffix in (".jpg", ".png")]
+    worker = pipeline.start_worker(
+        "lagging", **FAST_MONITOR,
+        PIXELPIPE_MAX_INFLIGHT="1", PIXELPIPE_FAULTS="fetch:delay=1s:always",
+        PIXELPIPE_DEGRADE="off",
+    )
+    try:
+        asyncio.run(publish_many(pipeline, sources, 24))
+        # one upload is out: the consumer has fetched, and buffers, the rest of that backlog
+        wait_for_records(pipeline.bootstrap, [processed_topic(pipeline.prefix)],
+                         lambda records: records, timeout=60, what="the first processed event")
+        asyncio.run(publish_many(pipeline, sources, 24))
+
+        seen: list[tuple[int, int]] = []
+
+        def lags_agree() -> bool:
+            status = status_json(pipeline)
+            group = status["lag"]["total_records"]
+            own = sum(w["lag"]["records"] for w in status["workers"] if not w["missing"])
+            seen.append((group, own))
+            # heartbeats and commits are a second apart, at one upload a second: a few apart
+            return group >= 24 and abs(group - own) <= 4
+
+        try:
+            wait_until(lags_agree, 12, "the worker's lag to agree with the broker's")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; (group lag, worker lag) seen: {seen}") from None
     finally:
         worker.stop()
 

@@ -176,3 +176,49 @@ def test_status_names_the_group_and_assignment() -> None:
     feed.on_assigned({TP1, TP0})
     status: dict[str, Any] = feed.status()
     assert status == {"group": "pixelpipe.uploads", "assigned": [0, 1], "in_flight": 0}
+
+
+async def test_lag_counts_what_arrived_since_the_last_fetch_from_the_brokers_log_end() -> None:
+    # aiokafka does not fetch a partition again while records of it are buffered, so its
+    # highwater stays where that fetch left it however many uploads arrive meanwhile
+    feed, consumer, channel = make_feed([{TP0: records(TP0, 0, 1)}])
+    consumer.highwater = lambda tp: 10 if tp == TP0 else None  # type: ignore[attr-defined]
+    asked: list[list[TopicPartition]] = []
+
+    async def end_offsets(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        asked.append(list(partitions))
+        return {tp: 40 for tp in partitions}  # 30 more published since that fetch
+
+    consumer.end_offsets = end_offsets  # type: ignore[attr-defined]
+    feed.on_assigned({TP0, TP1})
+    await feed._step(consumer)  # type: ignore[arg-type]
+    assert feed.lag(now=0.0)[0] == 10  # 2 unsettled + 8 up to the fetch's highwater
+    await feed._learn_log_ends()
+    assert asked == [[TP0, TP1]]  # one request for every owned partition
+    assert feed.lag(now=0.0)[0] == 40  # 2 unsettled + 38 unread (TP1: no position yet)
+    assert feed.lag_by_partition(now=0.0)[0] == (40, 0.0)
+    settle(feed, channel.handed[0])
+    assert feed.lag(now=0.0)[0] == 39
+
+
+async def test_a_broker_that_does_not_answer_the_log_ends_leaves_the_last_known() -> None:
+    feed, consumer, channel = make_feed([{TP0: records(TP0, 0)}])
+    consumer.highwater = lambda tp: 5  # type: ignore[attr-defined]
+    answers: list[BaseException | int] = [20, TimeoutError()]
+
+    async def end_offsets(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return {tp: answer for tp in partitions}
+
+    consumer.end_offsets = end_offsets  # type: ignore[attr-defined]
+    feed.on_assigned({TP0})
+    await feed._step(consumer)  # type: ignore[arg-type]
+    await feed._learn_log_ends()
+    assert feed.lag(now=0.0)[0] == 20
+    await feed._learn_log_ends()  # times out: no error, the last answer still counts
+    assert feed.lag(now=0.0)[0] == 20
+    settle(feed, channel.handed[0])  # (a revoke waits for unsettled work)
+    await feed.on_revoked({TP0})
+    assert feed._log_end == {}  # a revoked partition's end is forgotten
