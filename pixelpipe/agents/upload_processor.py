@@ -1,4 +1,5 @@
-"""The processing path of one upload: decode, check the source, render, store, decide.
+"""The processing path of one upload: decode, check the source (``source_check``), render,
+store, decide.
 
 ``UploadProcessor.process`` never raises for anything an event can cause: it returns either a
 ``Processed`` (the processed-image event to publish) or a ``DeadLettered`` (the dead letter).
@@ -9,7 +10,6 @@ worker (the event stays unacked and is redelivered), never as a reason to drop t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -24,12 +24,12 @@ from pixelpipe.agents.degraded_outputs import (
     stored_rendition,
 )
 from pixelpipe.agents.faults import FaultInjector
+from pixelpipe.agents.source_check import OpenedSource, SourceChecker
 from pixelpipe.agents.telemetry import TelemetryReporter
 from pixelpipe.errors import (
     INPUT_ERROR_CODES,
     BreakerOpen,
     ChecksumMismatch,
-    ImageTooLarge,
     InternalError,
     OperationalError,
     Overloaded,
@@ -65,7 +65,7 @@ from pixelpipe.schemas import (
     utc_now_iso,
 )
 from pixelpipe.storage.base import BlobStore, StoredInfo
-from pixelpipe.storage.local import FileKey, VerifiedHashes, file_key, output_key
+from pixelpipe.storage.local import output_key
 from pixelpipe.streams.breaker_view import BreakerView
 from pixelpipe.streams.control import ControlView
 
@@ -89,21 +89,6 @@ class Failed:
 
 
 AttemptResult = Processed | Failed
-
-
-@dataclass(frozen=True, slots=True)
-class _Source:
-    """An upload's source on local disk: ``key`` is its ``VerifiedHashes`` key as opened;
-    ``verified``: that file was found to have the event's sha256 recently (a retry)."""
-
-    path: Path
-    key: FileKey
-    verified: bool
-
-
-def _check_digest(actual: str, claimed: str) -> None:
-    if actual != claimed:
-        raise ChecksumMismatch.of_source(actual, claimed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +124,7 @@ class UploadProcessor:
         self.quality_cap = quality_cap
         self.control = control
         self.max_deferrals = max_deferrals
-        #: sources hashed recently: a retry or replay of the same file is not hashed again
-        self.hashes = VerifiedHashes()
+        self.sources = SourceChecker(store, limits, self.faults)
         self._started = False
         self._starting = asyncio.Lock()
 
@@ -182,7 +166,7 @@ class UploadProcessor:
                 results = await self._cached_all(upload, plans)
             else:
                 with stages.timed("source"):
-                    source = await self._check_source(upload)
+                    source = await self.sources.open(upload)
                 try:
                     results = await self._render_all(upload, source, plans, level, forced,
                                                      attempts)
@@ -238,59 +222,6 @@ class UploadProcessor:
 
     # ----------------------------------------------------------------- steps
 
-    async def _check_source(self, upload: UploadEvent) -> _Source:
-        """The source on local disk, its size checked against the event and the limit.
-
-        Its sha256 is checked where its bytes are read anyway: by the image process that
-        renders it, before decoding (``ImagePool.run_many(expected_sha256=...)``), so a
-        source is read once, and hashed off this process; here only when nothing renders
-        (``_verify_here``), or not at all when this file, unchanged, was verified recently
-        (``VerifiedHashes``: a retry or replay)."""
-        self.faults.check("fetch")
-        if self.faults.active and (delay := self.faults.delay_for("fetch")):
-            await asyncio.sleep(delay)
-        if self.store.opens_in_place:  # a stat: cheaper here than a thread hop
-            path = self.store.open_source(upload.source.uri, max_bytes=self.limits.max_bytes)
-        else:  # the S3 store downloads here
-            path = await asyncio.to_thread(self.store.open_source, upload.source.uri,
-                                           max_bytes=self.limits.max_bytes)
-        try:
-            info = path.stat()
-            size = info.st_size
-            if upload.source.size > self.limits.max_bytes:
-                raise ImageTooLarge(
-                    f"source declares {upload.source.size} bytes; the limit is "
-                    f"{self.limits.max_bytes}",
-                    processor="decode",
-                )
-            if size != upload.source.size:
-                raise ChecksumMismatch(
-                    f"source is {size} bytes, the event says {upload.source.size}",
-                    processor="fetch",
-                )
-            key = file_key(info)
-            known = self.hashes.known(key)
-            if known is not None:
-                _check_digest(known, upload.source.sha256)
-        except BaseException:  # whatever the store it came from, it is not used
-            self.store.release_source(path)
-            raise
-        return _Source(path, key, verified=known is not None)
-
-    async def _verify_here(self, upload: UploadEvent, source: _Source) -> None:
-        """Check the source's sha256 in this process (nothing rendered it)."""
-        with stages.timed("source"):
-            # hashlib releases the GIL on large buffers: a thread keeps the event loop free.
-            actual = await asyncio.to_thread(self.hashes.sha256, source.path)
-        _check_digest(actual, upload.source.sha256)
-
-    def _verified_by_render(self, upload: UploadEvent, source: _Source) -> None:
-        """An image process read the source and found the event's sha256: remember it for a
-        retry, if the file is still the one opened (the same key before and after its read)."""
-        with contextlib.suppress(OSError):
-            if file_key(source.path.stat()) == source.key:
-                self.hashes.remember(source.key, upload.source.sha256)
-
     async def _cached_all(
         self, upload: UploadEvent, plans: Sequence[tuple[RenditionRequest, Sequence[Operation]]],
     ) -> list[RenditionResult]:
@@ -306,7 +237,7 @@ class UploadProcessor:
         return results
 
     async def _render_all(
-        self, upload: UploadEvent, source: _Source,
+        self, upload: UploadEvent, source: OpenedSource,
         plans: Sequence[tuple[RenditionRequest, Sequence[Operation]]], level: Level = "full",
         forced: bool = False, attempts: int = 1,
     ) -> list[RenditionResult]:
@@ -327,11 +258,11 @@ class UploadProcessor:
         outcomes, checked = await self._run_jobs(source.path, [job for _, job in jobs],
                                                  expected)
         if checked:
-            self._verified_by_render(upload, source)
+            self.sources.verified_by_render(upload, source)
         elif not source.verified:
             # nothing read it to render (or the task failed without saying whether it had
             # checked it: a corrupt image, a timeout): check it before serving or failing
-            await self._verify_here(upload, source)
+            await self.sources.verify_here(upload, source)
         errors: dict[int, PixelpipeError] = {}  # by rendition: the first one is the upload's
         rendered: list[tuple[int, _Job, RenderResult]] = []
         for (i, job), outcome in zip(jobs, outcomes, strict=True):

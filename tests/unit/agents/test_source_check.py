@@ -77,13 +77,13 @@ async def test_the_image_process_checks_the_source_and_a_retry_is_not_hashed_aga
     first = await processor.process(upload_of(source), ORIGIN)
     assert isinstance(first, Processed), first
     assert recording.expected == [source.sha256]  # checked where it was read to render
-    assert processor.hashes.hits == 0
+    assert processor.sources.hashes.hits == 0
 
     # a replay of the same upload (its renditions not found stored: another store key)
     second = await processor.process(upload_of(source, renditions=RENDITIONS[:1]), ORIGIN)
     assert isinstance(second, Processed), second
     assert recording.expected == [source.sha256, None]  # verified and unchanged: no hash
-    assert processor.hashes.hits == 1
+    assert processor.sources.hashes.hits == 1
 
 
 async def test_a_file_changed_after_it_was_verified_is_caught(
