@@ -54,6 +54,7 @@ COMMIT_INTERVAL_S = 1.0
 #: how often the owned partitions' log ends are asked of the broker, and how long it may take
 LOG_END_INTERVAL_S = 1.0
 LOG_END_TIMEOUT_S = 2.0
+LOG_END_WARN_AFTER = 5
 #: a hand-off is picked up at once (the channel holds at most ``max_inflight``); far past this,
 #: it was lost on the way and the partition is re-read
 START_WITHIN_S = 60.0
@@ -158,6 +159,7 @@ class UploadFeed:
         self._next_offset: dict[TopicPartition, int] = {}
         #: per partition: the log end the broker last answered (for lag); see _learn_log_ends
         self._log_end: dict[TopicPartition, int] = {}
+        self._log_end_misses = 0
         #: record timestamps (ms) of what is handed out and not settled (for lag in seconds)
         self._timestamps: dict[Ticket[TopicPartition], int] = {}
         self._commit_lock = asyncio.Lock()
@@ -216,6 +218,8 @@ class UploadFeed:
         finally:
             committer.cancel()
             ends.cancel()
+            # both stopped before the consumer is: neither is left mid-request on it
+            await asyncio.gather(committer, ends, return_exceptions=True)
             await self._drain_and_commit(self.ledger.partitions, REVOKE_DRAIN_S)
             await consumer.stop()
 
@@ -387,26 +391,38 @@ class UploadFeed:
     async def _log_end_loop(self) -> None:
         while True:
             await asyncio.sleep(LOG_END_INTERVAL_S)
-            await self._learn_log_ends()
+            try:
+                await self._learn_log_ends()
+            except Exception:  # a bug: said loudly, and the lag keeps being learnt
+                log.exception("learning the uploads log ends failed")
 
     async def _learn_log_ends(self) -> None:
-        """For lag: ask the broker where the owned partitions end (one ListOffsets request).
+        """For lag: ask the broker where the owned partitions end (ListOffsets, one request
+        per partition leader; aiokafka retries a retriable error until the time limit).
 
         The consumer's ``highwater`` is not enough: it is the log end of the partition's last
         fetch, and aiokafka's fetcher does not fetch a partition again while records of it are
         still buffered (``Fetcher._get_actions_per_node``). A worker behind a growing backlog
         always has records buffered, so uploads published since its last fetch went uncounted
         and the lag, the health it drives and the alerts on it all read low. Bounded: a broker
-        that does not answer leaves the last known ends and never holds the loop long.
+        that does not answer leaves the last known ends (said once it has not answered
+        ``LOG_END_WARN_AFTER`` times in a row) and never holds the loop long.
         """
         consumer, owned = self.consumer, sorted(self.ledger.partitions)
         if consumer is None or not owned:
             return
         try:
             ends = await asyncio.wait_for(consumer.end_offsets(owned), LOG_END_TIMEOUT_S)
-        except (TimeoutError, KafkaError, *kafka.CONNECT_ERRORS) as exc:
-            log.debug("uploads log ends not learnt this time (%r)", exc)
+        except kafka.CONNECT_ERRORS as exc:  # KafkaError, TimeoutError, OSError
+            self._log_end_misses += 1
+            if self._log_end_misses == LOG_END_WARN_AFTER:
+                log.warning("the broker has not given the uploads log ends %d times in a row "
+                            "(%r): this worker's lag counts up to the last ends it knows and "
+                            "may read low", self._log_end_misses, exc)
             return
+        if self._log_end_misses >= LOG_END_WARN_AFTER:
+            log.info("the broker gives the uploads log ends again")
+        self._log_end_misses = 0
         for tp, end in ends.items():
             if tp in self.ledger.partitions:
                 self._log_end[tp] = end

@@ -131,7 +131,7 @@ def test_a_failure_burst_fires_the_error_ratio_alert_on_the_topic_and_the_webhoo
         PIXELPIPE_ALERT_WEBHOOK=webhook.url,
     )
     try:
-        # faults end about 18 s in (the worker's first seconds are its start-up); the alert
+        # the faults end 25 s after the worker's start, its start-up included; the alert
         # resolves once the short window is clean or holds too few attempts to judge
         asyncio.run(publish_steadily(pipeline, sources, rate=8, seconds=30))
 
@@ -232,11 +232,13 @@ def test_a_workers_own_lag_counts_uploads_published_after_its_consumer_buffered_
             group = status["lag"]["total_records"]
             own = sum(w["lag"]["records"] for w in status["workers"] if not w["missing"])
             seen.append((group, own))
-            # heartbeats and commits are a second apart, at one upload a second: a few apart
-            return group >= 24 and abs(group - own) <= 4
+            # heartbeats and commits are a second apart, at one upload a second: a few apart.
+            # While 30 or more are behind, the first 24 are not all out: on the old code the
+            # worker's lag stayed about 24 short for as long as this can hold.
+            return group >= 30 and abs(group - own) <= 4
 
         try:
-            wait_until(lags_agree, 12, "the worker's lag to agree with the broker's")
+            wait_until(lags_agree, 20, "the worker's lag to agree with the broker's")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; (group lag, worker lag) seen: {seen}") from None
     finally:

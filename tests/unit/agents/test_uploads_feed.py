@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from feed_fakes import FakeChannel, Record
 
 from pixelpipe.agents.uploads_feed import Handoff, UploadFeed
@@ -204,7 +205,7 @@ async def test_lag_counts_what_arrived_since_the_last_fetch_from_the_brokers_log
 async def test_a_broker_that_does_not_answer_the_log_ends_leaves_the_last_known() -> None:
     feed, consumer, channel = make_feed([{TP0: records(TP0, 0)}])
     consumer.highwater = lambda tp: 5  # type: ignore[attr-defined]
-    answers: list[BaseException | int] = [20, TimeoutError()]
+    answers: list[BaseException | int] = [20, TimeoutError(), KafkaConnectionError()]
 
     async def end_offsets(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         answer = answers.pop(0)
@@ -218,7 +219,28 @@ async def test_a_broker_that_does_not_answer_the_log_ends_leaves_the_last_known(
     await feed._learn_log_ends()
     assert feed.lag(now=0.0)[0] == 20
     await feed._learn_log_ends()  # times out: no error, the last answer still counts
+    await feed._learn_log_ends()  # the connection is gone: the same
     assert feed.lag(now=0.0)[0] == 20
     settle(feed, channel.handed[0])  # (a revoke waits for unsettled work)
     await feed.on_revoked({TP0})
     assert feed._log_end == {}  # a revoked partition's end is forgotten
+
+
+async def test_log_ends_answered_after_a_revoke_are_not_kept_for_the_revoked_partition() -> None:
+    feed, consumer, _channel = make_feed([])
+    consumer.highwater = lambda tp: None  # type: ignore[attr-defined]
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def end_offsets(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        asked.set()
+        await answer.wait()  # the broker answers only after the revoke below
+        return {tp: 30 for tp in partitions}
+
+    consumer.end_offsets = end_offsets  # type: ignore[attr-defined]
+    feed.on_assigned({TP0, TP1})
+    learning = asyncio.create_task(feed._learn_log_ends())
+    await asked.wait()
+    await feed.on_revoked({TP1})
+    answer.set()
+    await learning
+    assert feed._log_end == {TP0: 30}  # TP1 is another worker's now
