@@ -459,16 +459,9 @@ class UploadFeed:
         oldest record handed out and not settled (``now`` is wall-clock seconds)."""
         for ticket in [t for t in self._timestamps if not self.ledger.is_current(t)]:
             del self._timestamps[ticket]  # revoked or re-read meanwhile
-        behind = self.ledger.in_flight()
-        consumer = self.consumer
-        if consumer is not None:
-            for tp in self.ledger.partitions:
-                end = self._end(consumer, tp)
-                fetched = self._next_offset.get(tp)
-                if end is not None and fetched is not None:
-                    behind += max(0, end - fetched)
-        oldest = min(self._timestamps.values(), default=None)
-        return behind, 0.0 if oldest is None else max(0.0, now - oldest / 1000)
+        per_partition = self.lag_by_partition(now).values()
+        return (sum(records for records, _ in per_partition),
+                max((seconds for _, seconds in per_partition), default=0.0))
 
     def lag_by_partition(self, now: float) -> dict[int, tuple[int, float]]:
         """``lag`` per owned partition: partition -> (records, seconds); read-only."""
